@@ -1,0 +1,210 @@
+"""Structured configs: the types of every key in conf/, registered with Hydra's ConfigStore.
+
+A wrong type (`scale.num_heads=four`) or an unknown key fails when Hydra composes the config;
+`validate` then checks the values that types cannot (sizes, ranges, combinations), before any work.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from drakegpt.errors import UsageError
+
+
+class Task(Enum):
+    train = "train"
+    generate = "generate"
+
+
+class Attention(Enum):
+    fast = "fast"  # batched heads; on CPU, dropout on the attention weights takes a cheaper path
+    sdpa = "sdpa"  # batched heads, plain scaled_dot_product_attention (nanoGPT's model)
+    naive = "naive"  # one head at a time with an explicit masked softmax (the seed's code)
+
+
+class Schedule(Enum):
+    cyclic = "cyclic"
+    cosine = "cosine"
+
+
+class OptimizerImpl(Enum):
+    fused = "fused"
+    foreach = "foreach"
+    for_loop = "for_loop"
+
+
+class Precision(Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class DataSource(Enum):
+    sample = "sample"
+    csv = "csv"
+    text = "text"
+    kaggle = "kaggle"
+
+
+@dataclass
+class ModelChoice:
+    name: str = MISSING
+    attention: Attention = Attention.fast
+
+
+@dataclass
+class ScaleConfig:
+    name: str = MISSING
+    context_length: int = MISSING
+    batch_size: int = MISSING
+    base_lr: float = MISSING
+    max_lr: float = MISSING
+    betas: List[float] = MISSING
+    embedding_dim: int = MISSING
+    num_heads: int = MISSING
+    num_layers: int = MISSING
+    dropout: float = MISSING
+
+
+@dataclass
+class OptimizerConfig:
+    schedule: Schedule = MISSING
+    base_lr: float = MISSING
+    max_lr: float = MISSING
+    betas: List[float] = MISSING
+    weight_decay: float = 0.01
+    step_size_up: int = 2500  # cyclic: iterations from base_lr up to max_lr (and as many back down)
+    warmup_iters: int = 500  # cosine: linear warm-up to max_lr, then cosine decay to base_lr
+    implementation: OptimizerImpl = OptimizerImpl.fused
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = MISSING
+    path: Optional[str] = None
+    artist: Optional[str] = None
+    column: str = "Lyric"
+    dataset: str = "deepshah16/song-lyrics-dataset"
+    cache_dir: str = "~/.cache/drakegpt/kaggle"
+    train_fraction: float = 0.9
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+    project: str = "DrakeGPT"
+    mode: str = "offline"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # null: the sweep's folder name, shared by all its jobs
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 10000
+    eval_interval: int = 500
+    eval_iters: int = 200
+    precision: Precision = Precision.auto
+    compile: bool = False
+    patience: int = 0  # evaluations without a better val loss before stopping; 0 never stops
+    resume: bool = False
+    threads: Optional[int] = None  # torch CPU threads; null leaves torch's choice
+
+
+@dataclass
+class GenerateConfig:
+    length: int = 500
+    prompt: str = "\n"
+    temperature: float = 1.0
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    num_samples: int = 1
+    kv_cache: bool = True
+    checkpoint: Optional[str] = None  # a checkpoint file or a run folder; null: models/<Model>_<scale>.pt
+
+
+@dataclass
+class PathsConfig:
+    models_dir: str = MISSING
+    inference_dir: str = MISSING
+
+
+@dataclass
+class RunConfig:
+    task: Task = Task.train
+    seed: int = 1337
+    device: str = "auto"
+    model: ModelChoice = field(default_factory=ModelChoice)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise UsageError naming the first bad value and its fix."""
+    from drakegpt.models import MODELS
+
+    scale, train, opt = cfg.scale, cfg.train, cfg.optimizer
+    if cfg.model.name not in MODELS:
+        raise UsageError(f"model={cfg.model.name} is not a model; choose one of {', '.join(MODELS)}")
+    positive = {
+        "scale.context_length": scale.context_length,
+        "scale.batch_size": scale.batch_size,
+        "scale.embedding_dim": scale.embedding_dim,
+        "scale.num_heads": scale.num_heads,
+        "scale.num_layers": scale.num_layers,
+        "train.iters": train.iters,
+        "train.eval_interval": train.eval_interval,
+        "train.eval_iters": train.eval_iters,
+        "optimizer.base_lr": opt.base_lr,
+        "optimizer.max_lr": opt.max_lr,
+        "optimizer.step_size_up": opt.step_size_up,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UsageError(f"{key}={value} must be positive; set {key} to a value above 0")
+    if scale.embedding_dim % scale.num_heads:
+        raise UsageError(
+            f"scale.embedding_dim={scale.embedding_dim} is not divisible by scale.num_heads={scale.num_heads}; "
+            f"choose num_heads among the divisors of {scale.embedding_dim}"
+        )
+    if not 0 <= scale.dropout < 1:
+        raise UsageError(f"scale.dropout={scale.dropout} is outside [0, 1); set scale.dropout to e.g. 0.1")
+    if opt.max_lr < opt.base_lr:
+        raise UsageError(
+            f"optimizer.max_lr={opt.max_lr} is below optimizer.base_lr={opt.base_lr}; set max_lr >= base_lr"
+        )
+    if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
+        raise UsageError(f"optimizer.betas={list(opt.betas)} must be two numbers in [0, 1), e.g. [0.9,0.95]")
+    if opt.weight_decay < 0 or opt.warmup_iters < 0:
+        raise UsageError("optimizer.weight_decay and optimizer.warmup_iters must be >= 0")
+    if train.eval_interval > train.iters:
+        raise UsageError(
+            f"train.eval_interval={train.eval_interval} is larger than train.iters={train.iters}; "
+            f"lower train.eval_interval or raise train.iters"
+        )
+    if train.patience < 0:
+        raise UsageError(f"train.patience={train.patience} must be >= 0 (0 turns early stopping off)")
+    if train.threads is not None and train.threads <= 0:
+        raise UsageError(f"train.threads={train.threads} must be positive, or null for torch's default")
+    if not 0 < cfg.data.train_fraction < 1:
+        raise UsageError(f"data.train_fraction={cfg.data.train_fraction} must be in (0, 1), e.g. 0.9")
+    gen = cfg.generate
+    if gen.length < 0 or gen.num_samples <= 0:
+        raise UsageError("generate.length must be >= 0 and generate.num_samples positive")
+    if gen.temperature < 0:
+        raise UsageError(f"generate.temperature={gen.temperature} must be >= 0 (0 is greedy)")
+    if gen.top_k is not None and gen.top_k <= 0:
+        raise UsageError(f"generate.top_k={gen.top_k} must be positive, or null to keep every character")
+    if gen.top_p is not None and not 0 < gen.top_p <= 1:
+        raise UsageError(f"generate.top_p={gen.top_p} must be in (0, 1], or null")

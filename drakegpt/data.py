@@ -1,0 +1,177 @@
+"""From a data source to batches: text -> CharVocab -> train/val token tensors -> windows.
+
+Sources: `sample` (the corpus shipped in the package), `csv` (a lyrics CSV shaped like the Kaggle
+dataset's), `text` (any UTF-8 file) and `kaggle` (downloaded once into a cache, then read offline).
+"""
+
+import contextlib
+import io
+import zipfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, List, Optional, Tuple
+
+import torch
+
+from drakegpt.config import DataConfig, DataSource
+from drakegpt.errors import UsageError
+
+
+@dataclass(frozen=True)
+class CharVocab:
+    """The sorted distinct characters of the training text; a character's id is its index."""
+
+    chars: str
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharVocab":
+        return cls("".join(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def unknown(self, text: str) -> List[str]:
+        return sorted(set(text) - set(self.chars))
+
+    def encode(self, text: str) -> torch.Tensor:
+        index = {c: i for i, c in enumerate(self.chars)}
+        return torch.tensor([index[c] for c in text], dtype=torch.long)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+
+@dataclass
+class Corpus:
+    vocab: CharVocab
+    train: torch.Tensor
+    val: torch.Tensor
+
+
+def load_text(cfg: DataConfig) -> str:
+    if cfg.source is DataSource.sample:
+        with resources.as_file(resources.files("drakegpt") / "sample_data" / "lyrics.csv") as path:
+            return read_lyrics_csv(path, cfg.artist, cfg.column)
+    if cfg.source is DataSource.csv:
+        return read_lyrics_csv(_existing(cfg.path, "data.path"), cfg.artist, cfg.column)
+    if cfg.source is DataSource.text:
+        path = _existing(cfg.path, "data.path")
+        text = _decode(path.read_bytes(), path)
+        if not text:
+            raise UsageError(f"{path} is empty; point data.path at a text file with content")
+        return text
+    return read_lyrics_csv(kaggle_csv(cfg), cfg.artist, cfg.column)
+
+
+def _existing(path: Optional[str], key: str) -> Path:
+    if not path:
+        raise UsageError(f"{key} is not set; pass {key}=/path/to/file")
+    resolved = Path(path).expanduser()
+    if not resolved.is_file():
+        raise UsageError(f"{key}={path}: no such file; check the path (relative paths start at the current folder)")
+    return resolved
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not UTF-8 text (byte {e.start}); convert it with iconv -t UTF-8") from None
+
+
+def read_lyrics_csv(path: Path, artist: Optional[str], column: str) -> str:
+    """The lyrics of every row (of one artist, if asked), joined with newlines like the seed."""
+    import pandas as pd
+
+    path = Path(path)
+    text = _decode(path.read_bytes(), path)
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{path} is empty; point data.path at a lyrics CSV with a {column} column") from None
+    except pd.errors.ParserError as e:
+        raise UsageError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}); for plain text use data=text") from None
+    if column not in frame.columns:
+        raise UsageError(
+            f"{path} has no {column!r} column (columns: {', '.join(map(str, frame.columns))}); "
+            f"set data.column to the lyrics column, or use data=text for plain text"
+        )
+    if artist is not None:
+        if "Artist" not in frame.columns:
+            raise UsageError(f"{path} has no 'Artist' column to filter by; drop data.artist")
+        present = frame["Artist"].dropna().astype(str)
+        frame = frame[frame["Artist"] == artist]
+        if frame.empty:
+            raise UsageError(
+                f"no rows with Artist={artist!r} in {path}; artists present: {', '.join(sorted(set(present)))}"
+            )
+    lyrics = frame[column].dropna().astype(str)
+    if lyrics.empty:
+        raise UsageError(f"{path} has no rows with lyrics in column {column!r}; choose a file with songs in it")
+    return "\n".join(lyrics)
+
+
+def kaggle_csv(cfg: DataConfig) -> Path:
+    """csv/<artist>.csv of the Kaggle dataset, downloaded into the cache on first use."""
+    artist = cfg.artist or "Drake"
+    cache = Path(cfg.cache_dir).expanduser() / cfg.dataset.replace("/", "__")
+    target = cache / "csv" / f"{artist}.csv"
+    if target.is_file():
+        return target
+    archive = cache / f"{cfg.dataset.split('/')[-1]}.zip"
+    if not archive.is_file():
+        _download(cfg.dataset, cache)
+    with zipfile.ZipFile(archive) as z:
+        member = f"csv/{artist}.csv"
+        if member not in z.namelist():
+            artists = sorted(Path(n).stem for n in z.namelist() if n.startswith("csv/") and n.endswith(".csv"))
+            raise UsageError(f"the Kaggle dataset has no {member}; data.artist is one of: {', '.join(artists)}")
+        z.extract(member, cache)
+    return target
+
+
+def _download(dataset: str, cache: Path) -> None:
+    hint = "or train on a downloaded file with data=csv data.path=/path/to/Drake.csv"
+    # Importing kaggle prints a page of help when no credentials are found; we say it in one line.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            from kaggle.api.kaggle_api_extended import KaggleApi
+
+            api = KaggleApi()
+            api.authenticate()
+        except (Exception, SystemExit):
+            raise UsageError(
+                f"Kaggle is not authenticated: put your API token in ~/.kaggle/kaggle.json "
+                f"(kaggle.com > Settings > API), {hint}"
+            ) from None
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            api.dataset_download_files(dataset, path=str(cache), quiet=True, unzip=False)
+        except (Exception, SystemExit) as e:
+            raise UsageError(f"could not download {dataset} from Kaggle ({type(e).__name__}); {hint}") from None
+
+
+def build_corpus(cfg: DataConfig, context_length: int) -> Corpus:
+    text = load_text(cfg)
+    vocab = CharVocab.from_text(text)
+    data = vocab.encode(text)
+    n_train = int(cfg.train_fraction * len(data))
+    train, val = data[:n_train], data[n_train:]
+    for split, tokens in (("training", train), ("validation", val)):
+        if len(tokens) <= context_length:
+            raise UsageError(
+                f"the {split} split has {len(tokens)} characters, too few for scale.context_length={context_length}; "
+                f"use more text or a smaller scale.context_length"
+            )
+    return Corpus(vocab, train, val)
+
+
+def gather(data: torch.Tensor, starts: torch.Tensor, context_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-character targets of the windows starting at `starts`, in one indexing op each."""
+    index = starts[:, None] + torch.arange(context_length)
+    return data[index], data[index + 1]
+
+
+def random_starts(data: torch.Tensor, n: int, context_length: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(len(data) - context_length, (n,), generator=generator)

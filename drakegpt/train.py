@@ -1,0 +1,382 @@
+"""The training loop: fixed evaluation windows, checkpoints, exact resume, early stopping, clean stops.
+
+Everything random has its own saved state: the training batch stream (its own generator), dropout
+(torch's global generator) and the evaluation windows (drawn once, stored in the checkpoint). A run
+interrupted at any iteration and resumed therefore ends with the same losses as a straight run.
+"""
+
+import logging
+import math
+import secrets
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from drakegpt import checkpoint
+from drakegpt.checkpoint import RunDir
+from drakegpt.config import RunConfig
+from drakegpt.data import Corpus, build_corpus, gather, random_starts
+from drakegpt.errors import UsageError
+from drakegpt.models import ModelConfig, build_model, count_parameters
+from drakegpt.optim import build_optimizer, build_schedule
+from drakegpt.runtime import autocast, resolve_device, resolve_precision, set_threads
+from drakegpt.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+EVAL_TOKENS_PER_FORWARD = 65536  # evaluation windows go through the model in chunks of this many tokens
+# Keys that may differ between a run and its resumption; any other difference is a different run.
+RESUMABLE_CHANGES = ("task", "device", "train.resume", "train.threads", "train.compile", "logger", "generate", "paths")
+
+
+class Interrupted(KeyboardInterrupt):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    evaluated_step: int = -1
+    best_val_loss: float = math.inf
+    best_step: int = -1
+    evals_since_best: int = 0
+    train_tokens: int = 0
+    train_time_s: float = 0.0
+    elapsed_s: float = 0.0
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM into a flag checked between iterations, so a stop never tears a step."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def fingerprint(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The part of a resolved config that decides the numbers a run produces."""
+    kept = OmegaConf.create(config)
+    for key in RESUMABLE_CHANGES:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(kept, parent) if parent else kept
+        if node is not None and leaf in node:
+            node.pop(leaf)
+    return OmegaConf.to_container(kept)
+
+
+def model_config(cfg: RunConfig, vocab_size: int) -> ModelConfig:
+    s = cfg.scale
+    return ModelConfig(
+        vocab_size=vocab_size,
+        context_length=s.context_length,
+        embedding_dim=s.embedding_dim,
+        num_heads=s.num_heads,
+        num_layers=s.num_layers,
+        dropout=s.dropout,
+        attention=cfg.model.attention,
+    )
+
+
+@torch.inference_mode()
+def evaluate(model, data: torch.Tensor, starts: torch.Tensor, context_length: int, precision, device) -> float:
+    """Mean cross-entropy over fixed windows: the mean of eval_iters batch means, in fewer, larger forwards."""
+    model.eval()
+    total = torch.zeros((), device=device)
+    for chunk in starts.split(max(1, EVAL_TOKENS_PER_FORWARD // context_length)):
+        x, y = gather(data, chunk.to(device), context_length)
+        with autocast(precision, device):
+            _, loss = model(x, y)
+        total += loss.float() * len(chunk)
+    model.train()
+    return (total / len(starts)).item()
+
+
+def publish(path: Path, model, cfg: RunConfig, corpus: Corpus, step: int, val_loss: float, config: Dict) -> None:
+    """Weights, model shape and vocabulary: all that sampling needs, without the training text."""
+    checkpoint.save(
+        {
+            "kind": "model",
+            "model": cfg.model.name,
+            "scale": cfg.scale.name,
+            "model_config": _plain(asdict(model_config(cfg, len(corpus.vocab)))),
+            "vocab": corpus.vocab.chars,
+            "model_state": model.state_dict(),
+            "step": step,
+            "val_loss": val_loss,
+            "config": config,
+        },
+        path,
+    )
+
+
+def _plain(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: getattr(v, "value", v) for k, v in d.items()}
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, config: Dict[str, Any], run_dir: Path, group: Optional[str], resume: bool):
+        self.cfg, self.config, self.group = cfg, config, group
+        self.files = RunDir(run_dir)
+        self.resume_from = self._resume_state(resume)
+
+    def _resume_state(self, resume: bool) -> Optional[Dict[str, Any]]:
+        has_checkpoint = self.files.last.is_file()
+        if not (has_checkpoint or self.files.summary.is_file()):
+            return None
+        if not resume:
+            raise UsageError(
+                f"{self.files.root} already holds a run; add train.resume=true to continue it, "
+                f"or choose another hydra.run.dir"
+            )
+        if not has_checkpoint:
+            return None  # the earlier attempt failed before its first checkpoint: start again
+        state = checkpoint.load(self.files.last)
+        if fingerprint(state["config"]) != fingerprint(self.config):
+            raise UsageError(
+                f"{self.files.root} holds a run with a different config; resume with the same overrides, "
+                f"or choose another hydra.run.dir"
+            )
+        return state
+
+    def run(self) -> Dict[str, Any]:
+        if self.resume_from is not None and self.files.read_summary().get("status") == "ok":
+            log.info("%s already finished; nothing to do", self.files.root)
+            return self.files.read_summary()
+        self._setup()
+        try:
+            with StopSignals() as signals:
+                self._loop(signals)
+        except Interrupted as stop:
+            self._finish("interrupted", error=f"stopped by {stop}")
+            raise
+        except Diverged as diverged:
+            self._finish("diverged", error=str(diverged))
+            raise UsageError(str(diverged)) from None
+        except BaseException as e:
+            self._finish("failed", error=f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            self.bar.close()
+        if self.stopped_early:  # publish the best weights, not the overfitted last ones
+            self.model.load_state_dict(checkpoint.load(self.files.best)["model_state"])
+        cfg = self.cfg
+        published = Path(cfg.paths.models_dir) / f"{cfg.model.name}_{cfg.scale.name}.pt"
+        val_loss = self.progress.best_val_loss if self.stopped_early else self.last_row["val_loss"]
+        publish(published, self.model, cfg, self.corpus, self.progress.step, val_loss, self.config)
+        summary = self._finish("ok", stopped_early=self.stopped_early, published=str(published))
+        log.info("done: val loss %.4f (best %.4f at step %d), %s tokens/s; weights in %s",
+                 summary["final_val_loss"], summary["best_val_loss"], summary["best_step"],
+                 f"{summary['tokens_per_s'] or 0:,.0f}", published)
+        return summary
+
+    def _setup(self) -> None:
+        cfg, state = self.cfg, self.resume_from
+        set_threads(cfg.train.threads)
+        self.device = device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.train.precision, device)
+        torch.manual_seed(cfg.seed)
+        self.corpus = corpus = build_corpus(cfg.data, cfg.scale.context_length)
+        self.model = build_model(cfg.model.name, model_config(cfg, len(corpus.vocab))).to(device)
+        self.optimizer = build_optimizer(self.model, cfg.optimizer)
+        self.schedule = build_schedule(self.optimizer, cfg.optimizer, cfg.train.iters)
+        self.batches = torch.Generator().manual_seed(cfg.seed)
+        windows = torch.Generator().manual_seed(cfg.seed + 1)
+        T, B = cfg.scale.context_length, cfg.scale.batch_size
+        self.eval_starts = {
+            split: random_starts(data, cfg.train.eval_iters * B, T, windows)
+            for split, data in (("train", corpus.train), ("val", corpus.val))
+        }
+        self.progress = Progress()
+        self.run_id = secrets.token_hex(4)
+        if state is not None:
+            if state["vocab"] != corpus.vocab.chars:
+                raise UsageError(f"the training text changed since {self.files.last} was written; resume with the same data")
+            self.model.load_state_dict(state["model_state"])
+            self.optimizer.load_state_dict(state["optimizer_state"])
+            self.schedule.load_state_dict(state["schedule_state"])
+            self.batches.set_state(state["batches_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda" and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            self.eval_starts = state["eval_starts"]
+            self.progress = Progress(**state["progress"])
+            self.run_id = state["run_id"]
+            log.info("resuming %s at step %d", self.files.root, self.progress.step)
+        self.data = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
+        self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.params = count_parameters(self.model)
+        self.tracker = Tracker(
+            self.files, cfg.logger, f"{cfg.model.name}-{cfg.scale.name}", self.group, self.config, self.run_id,
+            resume_step=self.progress.step if state is not None else None,
+        )
+        log.info("%s-%s: %s parameters, vocabulary %d, %s, %s", cfg.model.name, cfg.scale.name,
+                 f"{self.params:,}", len(corpus.vocab), device, self.precision.value)
+        self.started = time.perf_counter() - self.progress.elapsed_s
+        self.last_row: Dict[str, float] = {}
+        self.stopped_early = False
+        self.timer_start: Optional[float] = None
+        self.timed_tokens = 0
+        self.bar = tqdm(total=cfg.train.iters, initial=self.progress.step, disable=None, dynamic_ncols=True, leave=False)
+
+    def _loop(self, signals: StopSignals) -> None:
+        cfg, progress = self.cfg, self.progress
+        T, B = cfg.scale.context_length, cfg.scale.batch_size
+        first_step = progress.step + 1
+        while True:
+            step = progress.step
+            due = step % cfg.train.eval_interval == 0 or step == cfg.train.iters
+            if due and progress.evaluated_step != step:
+                self._evaluate()
+                if self.stopped_early:
+                    return
+            if step >= cfg.train.iters:
+                return
+            if signals.signum is not None:
+                self._bank_timing()
+                self._save(last=True, best=False)
+                raise Interrupted(signals.signum)
+
+            x, y = gather(self.data["train"], random_starts(self.corpus.train, B, T, self.batches).to(self.device), T)
+            with autocast(self.precision, self.device):
+                _, loss = self.step_model(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            progress.step += 1
+            if progress.step == first_step:  # the first iteration is warm-up: time from the end of it
+                self.timer_start, self.timed_tokens = time.perf_counter(), 0
+            else:
+                self.timed_tokens += B * T
+            if progress.step % 10 == 0 or self.device.type == "cpu":
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise Diverged(progress.step, value)
+                if progress.step % 10 == 0:
+                    self.bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{self._tokens_per_s():,.0f}")
+            self.bar.update(1)
+
+    def _bank_timing(self) -> float:
+        """Move the time and tokens since the last evaluation into the totals; return their rate."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.progress.elapsed_s = time.perf_counter() - self.started
+        if self.timer_start is None or not self.timed_tokens:
+            return math.nan
+        seconds = time.perf_counter() - self.timer_start
+        self.progress.train_time_s += seconds
+        self.progress.train_tokens += self.timed_tokens
+        self.timer_start, rate, self.timed_tokens = None, self.timed_tokens / seconds, 0
+        return rate
+
+    def _evaluate(self) -> None:
+        cfg, progress, step = self.cfg, self.progress, self.progress.step
+        rate = self._bank_timing()
+        T = cfg.scale.context_length
+        losses = {s: evaluate(self.model, self.data[s], self.eval_starts[s], T, self.precision, self.device) for s in self.data}
+        if not all(map(math.isfinite, losses.values())):
+            raise Diverged(step, losses["train"])
+        progress.elapsed_s = time.perf_counter() - self.started
+        self.last_row = {
+            "step": step,
+            "train_loss": losses["train"],
+            "val_loss": losses["val"],
+            "lr": self.schedule.get_last_lr()[0],
+            "tokens_per_s": rate,
+            "elapsed_s": progress.elapsed_s,
+        }
+        self.tracker.log_eval(self.last_row)
+        log.info("step %d: train loss %.4f, val loss %.4f", step, losses["train"], losses["val"])
+        progress.evaluated_step = step
+        improved = losses["val"] < progress.best_val_loss
+        if improved:
+            progress.best_val_loss, progress.best_step, progress.evals_since_best = losses["val"], step, 0
+        else:
+            progress.evals_since_best += 1
+        self._save(last=True, best=improved)
+        self.stopped_early = 0 < cfg.train.patience <= progress.evals_since_best
+        if self.stopped_early:
+            log.info("val loss has not improved for %d evaluations: stopping early", progress.evals_since_best)
+        self.timer_start, self.timed_tokens = time.perf_counter(), 0
+
+    def _save(self, last: bool, best: bool) -> None:
+        state = {
+            "kind": "run",
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "schedule_state": self.schedule.state_dict(),
+            "batches_rng": self.batches.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "eval_starts": self.eval_starts,
+            "progress": asdict(self.progress),
+            "run_id": self.run_id,
+            "vocab": self.corpus.vocab.chars,
+            "config": self.config,
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if last:
+            checkpoint.save(state, self.files.last)
+        if best:
+            checkpoint.save(state, self.files.best)
+
+    def _tokens_per_s(self) -> float:
+        tokens = self.progress.train_tokens + self.timed_tokens
+        seconds = self.progress.train_time_s + (time.perf_counter() - self.timer_start if self.timer_start else 0.0)
+        return tokens / seconds if seconds else 0.0
+
+    def _finish(self, status: str, **extra: Any) -> Dict[str, Any]:
+        p, cfg = self.progress, self.cfg
+        summary = {
+            "model": cfg.model.name,
+            "scale": cfg.scale.name,
+            "seed": cfg.seed,
+            "params": self.params,
+            "vocab_size": len(self.corpus.vocab),
+            "steps": p.step,
+            "final_train_loss": self.last_row.get("train_loss"),
+            "final_val_loss": self.last_row.get("val_loss"),
+            "best_val_loss": p.best_val_loss if math.isfinite(p.best_val_loss) else None,
+            "best_step": p.best_step,
+            "tokens_per_s": p.train_tokens / p.train_time_s if p.train_time_s else None,
+            "wall_s": p.elapsed_s,
+            "device": str(self.device),
+            "precision": self.precision.value,
+            "run_id": self.run_id,
+            "status": status,
+            **extra,
+        }
+        self.tracker.finish(summary)
+        return summary
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, loss: float):
+        super().__init__(
+            f"the loss became {loss} at step {step}; lower optimizer.max_lr (and optimizer.base_lr) and run again. "
+            f"The last good checkpoint is kept"
+        )
+
+

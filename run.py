@@ -1,0 +1,18 @@
+"""DrakeGPT's one entry point: `python run.py [group=option ...] [key=value ...]`, or `-m` to sweep."""
+
+import hydra
+from omegaconf import DictConfig
+
+from drakegpt.config import register_configs
+from drakegpt.tasks import run_job
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig):
+    return run_job(cfg)
+
+
+if __name__ == "__main__":
+    main()
