@@ -28,7 +28,8 @@ def run_job(cfg: DictConfig) -> Optional[Dict[str, Any]]:
         if config.task is Task.generate:
             from drakegpt.generate import generate_task
 
-            generate_task(config)
+            named = dict(o.split("=", 1) for o in hydra.overrides.task if o.split("=", 1)[0] in ("model", "scale"))
+            generate_task(config, named)
             return None
 
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
