@@ -120,8 +120,9 @@ def load_model(path: Path, device: torch.device) -> Tuple[nn.Module, CharVocab, 
         config = state["config"]
         name, scale, s = config["model"]["name"], config["scale"]["name"], config["scale"]
         shape = {k: s[k] for k in ("context_length", "embedding_dim", "num_heads", "num_layers", "dropout")}
-        shape["vocab_size"] = len(state["vocab"])
-    shape["attention"] = Attention.fast  # every attention path shares its weights; sampling uses the fast one
+        shape.update(vocab_size=len(state["vocab"]), attention=config["model"]["attention"])
+    # fast and sdpa share their weights and only fast has the KV cache; naive weights need naive heads.
+    shape["attention"] = Attention.naive if shape.get("attention") == "naive" else Attention.fast
     try:
         model = build_model(name, ModelConfig(**shape))
         model.load_state_dict(state["model_state"])

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from drakegpt.config import Attention
-from drakegpt.models.attention import CausalSelfAttention, LayerCache, dropout
+from drakegpt.models.attention import LayerCache, dropout, make_attention
 
 
 class Block(nn.Module):
@@ -14,7 +14,7 @@ class Block(nn.Module):
 
     def __init__(self, embedding_dim: int, num_heads: int, context_length: int, impl: Attention):
         super().__init__()
-        self.attention = CausalSelfAttention(embedding_dim, num_heads, context_length, impl=impl)
+        self.attention = make_attention(embedding_dim, num_heads, context_length, 0.0, False, impl)
         self.feed_forward = nn.Sequential(nn.Linear(embedding_dim, embedding_dim), nn.ReLU())
 
     def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None) -> torch.Tensor:
@@ -42,9 +42,7 @@ class ResidualBlock(nn.Module):
         self, embedding_dim: int, num_heads: int, context_length: int, impl: Attention, dropout: float = 0.0
     ):
         super().__init__()
-        self.attention = CausalSelfAttention(
-            embedding_dim, num_heads, context_length, dropout=dropout, projection=True, impl=impl
-        )
+        self.attention = make_attention(embedding_dim, num_heads, context_length, dropout, True, impl)
         self.feed_forward = FeedForward(embedding_dim, dropout, impl)
 
     def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from drakegpt.config import Attention
-from drakegpt.models.attention import CausalSelfAttention, KVCache
+from drakegpt.models.attention import KVCache, make_attention
 from drakegpt.models.blocks import Block, ResidualBlock, TransformerBlock
 
 Output = Tuple[torch.Tensor, Optional[torch.Tensor]]
@@ -71,7 +71,7 @@ class SingleHeadAttentionLM(CharLM):
     def __init__(self, config: ModelConfig, num_heads: int = 1):
         super().__init__(config)
         C = config.embedding_dim
-        self.attention = CausalSelfAttention(C, num_heads, config.context_length, impl=config.attention)
+        self.attention = make_attention(C, num_heads, config.context_length, 0.0, False, config.attention)
         self.lm_head = nn.Linear(C, config.vocab_size)
 
     def forward(self, idx: torch.Tensor, targets=None, cache: Optional[KVCache] = None) -> Output:
