@@ -144,6 +144,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    optimized_metric: Optional[str] = None  # a summary.json key returned to hyperparameter sweepers
 
 
 def register_configs() -> None:

@@ -1,6 +1,7 @@
 """What run.py does with a composed config: check it, run the task, and turn bad input into one line."""
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -9,48 +10,70 @@ from typing import Any, Dict, Optional
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from drakegpt.checkpoint import RunDir, write_json
 from drakegpt.config import RunConfig, Task, validate
 from drakegpt.errors import UsageError
+from drakegpt.generate import generate_task
 from drakegpt.train import Interrupted, Trainer
 
 log = logging.getLogger(__name__)
 
 
-def run_job(cfg: DictConfig) -> Optional[Dict[str, Any]]:
+def run_job(cfg: DictConfig) -> Any:
     hydra = HydraConfig.get()
     sweeping = hydra.mode == RunMode.MULTIRUN
     run_dir = Path(hydra.runtime.output_dir)
+    metric = OmegaConf.select(cfg, "optimized_metric", default=None)
     try:
-        config: RunConfig = OmegaConf.to_object(cfg)
+        config = _typed(cfg)
         validate(config)
         if config.task is Task.generate:
-            from drakegpt.generate import generate_task
-
             named = dict(o.split("=", 1) for o in hydra.overrides.task if o.split("=", 1)[0] in ("model", "scale"))
             generate_task(config, named)
             return None
-
+        if config.train.threads is None:
+            config.train.threads = threads_per_job(hydra.launcher)
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         group = config.logger.group or (hydra.sweep.dir if sweeping else None)
         # A sweep re-run into its folder skips the finished jobs and resumes the cut-off ones.
-        trainer = Trainer(config, resolved, run_dir, group, resume=config.train.resume or sweeping)
-        return trainer.run()
+        summary = Trainer(config, resolved, run_dir, group, resume=config.train.resume or sweeping).run()
     except Interrupted as stop:
-        print(
-            f"stopped by {stop}; checkpoint saved in {run_dir}. Continue with the same command plus "
-            f"train.resume=true hydra.run.dir={run_dir}" + (" (a sweep resumes by itself)" if sweeping else ""),
-            file=sys.stderr,
-        )
+        again = (f"run the same sweep again with hydra.sweep.dir={hydra.sweep.dir}" if sweeping
+                 else f"add train.resume=true hydra.run.dir={run_dir} to the same command")
+        print(f"stopped by {stop}; checkpoint saved in {run_dir}. To continue, {again}", file=sys.stderr)
         sys.exit(128 + stop.signum)
     except UsageError as e:
-        return _refuse(str(e), cfg, run_dir, sweeping)
+        summary = _refuse(str(e), cfg, run_dir, sweeping)
     except Exception as e:
         if not sweeping:
             raise
         log.exception("job failed")
-        return _refuse(f"{type(e).__name__}: {e}", cfg, run_dir, sweeping)
+        summary = _refuse(f"{type(e).__name__}: {e}", cfg, run_dir, sweeping)
+    if metric:  # a hyperparameter sweeper minimises this number; a failed trial is infinitely bad
+        value = summary.get(metric) if summary.get("status") == "ok" else None
+        return float(value) if value is not None else math.inf
+    return summary
+
+
+def _typed(cfg: DictConfig) -> RunConfig:
+    """The config as dataclasses, every interpolation resolved; a missing or unresolvable value is bad input."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as e:
+        raise UsageError(f"{e.full_key} has no value; set it on the command line: {e.full_key}=...") from None
+    except OmegaConfBaseException as e:
+        raise UsageError(f"{e.full_key}: {str(e).splitlines()[0]}") from None
+
+
+def threads_per_job(launcher: DictConfig) -> Optional[int]:
+    """Parallel local jobs share the cores: n_jobs processes get cores // n_jobs torch threads each."""
+    if "JoblibLauncher" not in str(launcher.get("_target_", "")):
+        return None
+    n_jobs = launcher.get("n_jobs") or 1
+    cores = os.cpu_count() or 1
+    return max(1, cores // (cores if n_jobs < 0 else n_jobs))
 
 
 def _refuse(message: str, cfg: DictConfig, run_dir: Path, sweeping: bool) -> Dict[str, Any]:

@@ -363,6 +363,7 @@ class Trainer:
             "tokens_per_s": p.train_tokens / p.train_time_s if p.train_time_s else None,
             "wall_s": p.elapsed_s,
             "device": str(self.device),
+            "threads": torch.get_num_threads(),
             "precision": self.precision.value,
             "run_id": self.run_id,
             "status": status,
