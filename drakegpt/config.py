@@ -98,7 +98,7 @@ class LoggerConfig:
     project: str = "DrakeGPT"
     mode: str = "offline"
     entity: Optional[str] = None
-    group: Optional[str] = None  # null: the sweep's folder name, shared by all its jobs
+    group: Optional[str] = None  # null: the sweep's folder (hydra.sweep.dir), shared by all its jobs
 
 
 @dataclass

@@ -122,7 +122,11 @@ def kaggle_csv(cfg: DataConfig) -> Path:
     archive = cache / f"{cfg.dataset.split('/')[-1]}.zip"
     if not archive.is_file():
         _download(cfg.dataset, cache)
-    with zipfile.ZipFile(archive) as z:
+    try:
+        z = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile:
+        raise UsageError(f"the cached download {archive} is damaged; delete it and run again to download it anew") from None
+    with z:
         member = f"csv/{artist}.csv"
         if member not in z.namelist():
             artists = sorted(Path(n).stem for n in z.namelist() if n.startswith("csv/") and n.endswith(".csv"))

@@ -19,28 +19,42 @@ from drakegpt.models import MODELS
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["model", "scale", "seed", "params", "steps", "final_train_loss", "final_val_loss", "best_val_loss",
+COLUMNS = ["model", "scale", "variant", "seed", "params", "steps", "final_train_loss", "final_val_loss", "best_val_loss",
            "tokens_per_s", "wall_s", "status", "error", "job"]
 SCALE_ORDER = ["default", "large"]
+# Overrides that name the row (model, scale), that seeds average over, or that leave the numbers alone.
+NOT_A_VARIANT = {"model", "scale", "seed", "logger", "logger.mode", "device", "train.threads", "train.resume",
+                 "train.compile", "paths.models_dir", "paths.inference_dir"}
 
 
 def collect(sweep_dir: Path) -> Tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per job, and every job's metrics.csv rows tagged with its model, scale and seed."""
+    """One row per job, and every job's metrics.csv rows tagged with its model, scale, variant and seed."""
     jobs, curves = [], []
     for summary_file in sorted(sweep_dir.rglob("summary.json")):
-        job_dir = summary_file.parent
         summary = json.loads(summary_file.read_text())
-        job = str(job_dir.relative_to(sweep_dir)) or "."
-        jobs.append({**{c: summary.get(c) for c in COLUMNS}, "job": job})
-        metrics = job_dir / "metrics.csv"
+        job = str(summary_file.parent.relative_to(sweep_dir)) or "."
+        jobs.append({**{c: summary.get(c) for c in COLUMNS}, "job": job, "overrides": summary.get("overrides", [])})
+        metrics = summary_file.parent / "metrics.csv"
         if metrics.is_file():
             frame = pd.read_csv(metrics)
             if not frame.empty:
-                curves.append(frame.assign(model=summary.get("model"), scale=summary.get("scale"),
-                                           seed=summary.get("seed"), job=job))
-    table = pd.DataFrame(jobs, columns=COLUMNS)
-    table = _ordered(table).reset_index(drop=True)
-    return table, (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
+                curves.append(frame.assign(job=job))
+    table = pd.DataFrame(jobs, columns=COLUMNS + ["overrides"])
+    table["variant"] = _variants(table["overrides"].tolist())
+    table = _ordered(table.drop(columns="overrides")).reset_index(drop=True)
+    for column in ("params", "steps", "seed"):
+        table[column] = table[column].astype("Int64")
+    if not curves:
+        return table, pd.DataFrame()
+    tags = table[["job", "model", "scale", "variant", "seed"]]
+    return table, pd.concat(curves, ignore_index=True).merge(tags, on="job")
+
+
+def _variants(overrides: List[List[str]]) -> List[str]:
+    """What sets a job apart from the others besides model, scale and seed, e.g. 'scale.dropout=0.35'."""
+    items = [[o for o in job if o.split("=", 1)[0].lstrip("+~") not in NOT_A_VARIANT] for job in overrides]
+    shared = set.intersection(*map(set, items)) if items else set()
+    return [",".join(o for o in job if o not in shared) for job in items]
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
@@ -49,16 +63,18 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
         scale_rank=frame.scale.map({s: i for i, s in enumerate(SCALE_ORDER)}).fillna(len(SCALE_ORDER)),
         model_rank=frame.model.map({m: i for i, m in enumerate(MODELS)}).fillna(len(MODELS)),
     )
-    ranks = ranks.sort_values(["scale_rank", "scale", "model_rank", "model", "seed"], kind="stable")
+    ranks = ranks.sort_values(["scale_rank", "scale", "model_rank", "model", "variant", "seed"], kind="stable")
     return ranks.drop(columns=["scale_rank", "model_rank"])
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """A readable table; several seeds of one model and scale become mean ± std."""
+    """A readable table; jobs that differ only by seed become one row of mean ± std."""
     rows = []
-    for (scale, model), group in table.groupby(["scale", "model"], sort=False, dropna=False):
+    with_variants = (table.variant != "").any()
+    for (scale, model, variant), group in table.groupby(["scale", "model", "variant"], sort=False, dropna=False):
         ok = group[group.status == "ok"]
-        row = {"Model": model, "Scale": scale, "Params": _int(group.params.dropna().max()), "Seeds": len(group)}
+        row = {"Model": model, "Scale": scale, **({"Variant": variant} if with_variants else {}),
+               "Params": _int(group.params.dropna().max()), "Seeds": len(group)}
         for name, column in [("Final train loss", "final_train_loss"), ("Final val loss", "final_val_loss"),
                              ("Best val loss", "best_val_loss")]:
             row[name] = _mean_std(ok[column], 3)
@@ -88,7 +104,7 @@ def _mean_std(values: pd.Series, digits: int) -> str:
 
 
 def plot(curves: pd.DataFrame, column: str, title: str, path: Path) -> None:
-    """Loss against iteration, one line per model (mean ± std over seeds), one panel per preset."""
+    """Loss against iteration, one line per model and variant (mean ± std over seeds), one panel per preset."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,10 +114,12 @@ def plot(curves: pd.DataFrame, column: str, title: str, path: Path) -> None:
     fig, axes = plt.subplots(1, len(scales), figsize=(6.5 * len(scales), 4.5), squeeze=False)
     for ax, scale in zip(axes[0], scales):
         here = curves[curves.scale == scale]
-        for model in [m for m in MODELS if m in set(here.model)]:
-            by_step = here[here.model == model].groupby("step")[column]
+        lines = here[["model", "variant"]].drop_duplicates()
+        lines = lines.assign(rank=lines.model.map({m: i for i, m in enumerate(MODELS)})).sort_values(["rank", "variant"])
+        for model, variant in zip(lines.model, lines.variant):
+            by_step = here[(here.model == model) & (here.variant == variant)].groupby("step")[column]
             mean, std = by_step.mean(), by_step.std().fillna(0)
-            ax.plot(mean.index, mean.values, label=model)
+            ax.plot(mean.index, mean.values, label=f"{model} {variant}".strip())
             ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
         ax.set_title(f"{title} — scale={scale}")
         ax.set_xlabel("iteration")
@@ -144,10 +162,10 @@ def main(argv: List[str] = None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"error: {args.sweep_dir} is not a folder; pass a sweep folder such as multirun/<date>", file=sys.stderr)
         return 2
-    table = write_report(args.sweep_dir)
-    if table.empty:
-        print(f"error: no job folders (summary.json) under {args.sweep_dir}", file=sys.stderr)
+    if not any(args.sweep_dir.rglob("summary.json")):
+        print(f"error: no job folders (with a summary.json) under {args.sweep_dir}; pass a sweep folder", file=sys.stderr)
         return 2
+    table = write_report(args.sweep_dir)
     print(f"wrote comparison.csv, summary.md and plots for {len(table)} jobs in {args.sweep_dir}")
     return 0
 

@@ -38,7 +38,8 @@ def run_job(cfg: DictConfig) -> Any:
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         group = config.logger.group or (hydra.sweep.dir if sweeping else None)
         # A sweep re-run into its folder skips the finished jobs and resumes the cut-off ones.
-        summary = Trainer(config, resolved, run_dir, group, resume=config.train.resume or sweeping).run()
+        resume = config.train.resume or sweeping
+        summary = Trainer(config, resolved, run_dir, group, resume, tuple(hydra.overrides.task)).run()
     except Interrupted as stop:
         again = (f"run the same sweep again with hydra.sweep.dir={hydra.sweep.dir}" if sweeping
                  else f"add train.resume=true hydra.run.dir={run_dir} to the same command")
@@ -78,17 +79,18 @@ def threads_per_job(launcher: DictConfig) -> Optional[int]:
 
 def _refuse(message: str, cfg: DictConfig, run_dir: Path, sweeping: bool) -> Dict[str, Any]:
     """A sweep records the failure and goes on with the next job; a single run exits with one line."""
-    log.error(message)
     if not sweeping:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    log.error(message)
     files = RunDir(run_dir)
     summary = {
         "model": OmegaConf.select(cfg, "model.name", default=None),
         "scale": OmegaConf.select(cfg, "scale.name", default=None),
         "seed": OmegaConf.select(cfg, "seed", default=None),
+        "overrides": list(HydraConfig.get().overrides.task),
         "status": "failed",
         "error": message,
     }

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -136,8 +136,16 @@ def _plain(d: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, config: Dict[str, Any], run_dir: Path, group: Optional[str], resume: bool):
-        self.cfg, self.config, self.group = cfg, config, group
+    def __init__(
+        self,
+        cfg: RunConfig,
+        config: Dict[str, Any],
+        run_dir: Path,
+        group: Optional[str] = None,
+        resume: bool = False,
+        overrides: Tuple[str, ...] = (),
+    ):
+        self.cfg, self.config, self.group, self.overrides = cfg, config, group, list(overrides)
         self.files = RunDir(run_dir)
         self.resume_from = self._resume_state(resume)
 
@@ -172,8 +180,11 @@ class Trainer:
             self._finish("interrupted", error=f"stopped by {stop}")
             raise
         except Diverged as diverged:
-            self._finish("diverged", error=str(diverged))
-            raise UsageError(str(diverged)) from None
+            kept = (f"checkpoints/last.pt from step {self.progress.evaluated_step} is the last good one"
+                    if self.files.last.is_file() else "no checkpoint was written")
+            message = f"{diverged}; {kept}"
+            self._finish("diverged", error=message)
+            raise UsageError(message) from None
         except BaseException as e:
             self._finish("failed", error=f"{type(e).__name__}: {e}")
             raise
@@ -193,6 +204,8 @@ class Trainer:
 
     def _setup(self) -> None:
         cfg, state = self.cfg, self.resume_from
+        for leftover in self.files.checkpoints.glob(".*.tmp"):  # from a save cut off by kill -9
+            leftover.unlink()
         set_threads(cfg.train.threads)
         self.device = device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.train.precision, device)
@@ -366,6 +379,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "precision": self.precision.value,
             "run_id": self.run_id,
+            "overrides": self.overrides,
             "status": status,
             **extra,
         }
@@ -376,8 +390,8 @@ class Trainer:
 class Diverged(Exception):
     def __init__(self, step: int, loss: float):
         super().__init__(
-            f"the loss became {loss} at step {step}; lower optimizer.max_lr (and optimizer.base_lr) and run again. "
-            f"The last good checkpoint is kept"
+            f"training diverged: the loss became {loss} at step {step}; "
+            f"lower optimizer.max_lr (and optimizer.base_lr) and run again"
         )
 
 

@@ -1,0 +1,309 @@
+"""From a data source to batches: vocabulary, the four sources, the one-line errors, windows."""
+
+import functools
+import importlib
+import sys
+import time
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from drakegpt.config import DataConfig, DataSource
+from drakegpt.data import CharVocab, build_corpus, gather, load_text, random_starts, read_lyrics_csv
+from drakegpt.errors import UsageError
+
+SAMPLE_ARTISTS = ["Juno Vale", "Marlow Reed", "Night Shift Choir"]
+
+
+def usage_error(excinfo, *fragments: str) -> str:
+    """The message of a UsageError: one line that names the problem."""
+    message = str(excinfo.value)
+    assert excinfo.type is UsageError
+    assert message and "\n" not in message, repr(message)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
+@functools.lru_cache(maxsize=None)
+def drake_text(path: str) -> str:
+    return load_text(DataConfig(source=DataSource.csv, path=path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CharVocab
+
+
+def test_char_vocab_round_trip():
+    text = "hello world\nit's me, Drake!"
+    vocab = CharVocab.from_text(text)
+    assert vocab.chars == "".join(sorted(set(text)))
+    assert len(vocab) == len(set(text))
+    ids = vocab.encode(text)
+    assert ids.dtype == torch.long and ids.shape == (len(text),)
+    assert [vocab.chars[i] for i in ids.tolist()] == list(text)
+    assert vocab.decode(ids.tolist()) == text
+    assert vocab.decode(vocab.encode("")) == ""
+
+
+def test_char_vocab_unknown_lists_unseen_characters():
+    vocab = CharVocab.from_text("abc ")
+    assert vocab.unknown("a b c") == []
+    assert vocab.unknown("cab€!x!€") == ["!", "x", "€"]
+    with pytest.raises(KeyError):
+        vocab.encode("€")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Drake.csv
+
+
+def test_drake_csv_text(drake_csv):
+    text = drake_text(str(drake_csv))
+    assert len(text) == 1_073_351
+    assert len(set(text)) == 80
+    frame = pd.read_csv(drake_csv)
+    assert text == "\n".join(frame["Lyric"].dropna().astype(str))
+    # data.artist=Drake keeps every row of this one-artist file
+    assert load_text(DataConfig(source=DataSource.csv, path=str(drake_csv), artist="Drake")) == text
+
+
+def test_drake_train_split_is_first_ninety_percent(drake_csv):
+    text = drake_text(str(drake_csv))
+    corpus = build_corpus(DataConfig(source=DataSource.csv, path=str(drake_csv)), context_length=8)
+    assert len(corpus.vocab) == 80
+    n_train = int(0.9 * len(text))
+    assert len(corpus.train) == n_train and len(corpus.val) == len(text) - n_train
+    assert corpus.vocab.decode(corpus.train[:2000].tolist()) == text[:2000]
+    assert corpus.vocab.decode(corpus.train[-2000:].tolist()) == text[n_train - 2000 : n_train]
+    assert corpus.vocab.decode(corpus.val.tolist()) == text[n_train:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shipped sample
+
+
+def _sample_frame() -> pd.DataFrame:
+    with resources.as_file(resources.files("drakegpt") / "sample_data" / "lyrics.csv") as path:
+        return pd.read_csv(path)
+
+
+def test_sample_corpus():
+    frame = _sample_frame()
+    assert {"Artist", "Title", "Album", "Year", "Date", "Lyric"} <= set(frame.columns)
+    text = load_text(DataConfig(source=DataSource.sample))
+    assert len(text) >= 50_000
+    assert text == "\n".join(frame["Lyric"].dropna().astype(str))
+    assert sorted(frame["Artist"].unique()) == SAMPLE_ARTISTS
+
+
+def test_sample_artist_filter():
+    frame = _sample_frame()
+    whole = load_text(DataConfig(source=DataSource.sample))
+    for artist in SAMPLE_ARTISTS:
+        text = load_text(DataConfig(source=DataSource.sample, artist=artist))
+        assert text == "\n".join(frame.loc[frame["Artist"] == artist, "Lyric"].dropna().astype(str))
+        assert 0 < len(text) < len(whole)
+        others = frame.loc[frame["Artist"] != artist, "Lyric"].dropna().astype(str)
+        assert not any(lyric in text for lyric in others)
+
+
+def test_sample_unknown_artist_lists_artists():
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=DataSource.sample, artist="Drake"))
+    usage_error(excinfo, "'Drake'", ", ".join(SAMPLE_ARTISTS))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: one UsageError with one line each
+
+
+@pytest.mark.parametrize("source", [DataSource.csv, DataSource.text])
+def test_missing_file(tmp_path, source):
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=source, path=str(missing)))
+    usage_error(excinfo, "data.path", str(missing), "no such file")
+
+
+@pytest.mark.parametrize("source", [DataSource.csv, DataSource.text])
+def test_empty_file(tmp_path, source):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=source, path=str(empty)))
+    usage_error(excinfo, str(empty), "empty")
+
+
+def test_csv_without_lyric_column(tmp_path):
+    path = tmp_path / "songs.csv"
+    path.write_text("Artist,Title,Words\nDrake,One Dance,baby i like your style\n", encoding="utf-8")
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=DataSource.csv, path=str(path)))
+    usage_error(excinfo, str(path), "'Lyric'", "Artist, Title, Words", "data.column")
+    # naming the right column reads it
+    assert load_text(DataConfig(source=DataSource.csv, path=str(path), column="Words")) == "baby i like your style"
+
+
+def test_csv_rows_without_lyrics(tmp_path):
+    path = tmp_path / "songs.csv"
+    path.write_text("Artist,Title,Lyric\nDrake,Intro,\nDrake,Outro,\n", encoding="utf-8")
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=DataSource.csv, path=str(path)))
+    usage_error(excinfo, str(path), "no rows with lyrics", "'Lyric'")
+
+
+@pytest.mark.parametrize("source", [DataSource.csv, DataSource.text])
+def test_non_utf8_file(tmp_path, source):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("Artist,Lyric\nDrake,caf\u00e9 au lait\n".encode("latin-1"))
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=source, path=str(path)))
+    usage_error(excinfo, str(path), "not UTF-8")
+
+
+@pytest.mark.parametrize("source", [DataSource.csv, DataSource.text])
+def test_path_unset(source):
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=source))
+    usage_error(excinfo, "data.path is not set")
+
+
+def test_context_length_validation_split_cannot_fill(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("abcdefghij" * 10, encoding="utf-8")  # 90 training and 10 validation characters
+    cfg = DataConfig(source=DataSource.text, path=str(path))
+    corpus = build_corpus(cfg, context_length=9)
+    assert len(corpus.train) == 90 and len(corpus.val) == 10
+    with pytest.raises(UsageError) as excinfo:
+        build_corpus(cfg, context_length=20)
+    usage_error(excinfo, "validation split has 10 characters", "scale.context_length=20")
+
+
+def test_text_source_reads_the_file(tmp_path):
+    path = tmp_path / "poem.txt"
+    path.write_text("started from the bottom\nnow we're here €\n", encoding="utf-8")
+    assert load_text(DataConfig(source=DataSource.text, path=str(path))) == path.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Windows
+
+
+def test_gather_windows_and_targets():
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randint(50, (300,), generator=gen)
+    L = 7
+    starts = random_starts(data, 64, L, gen)
+    assert starts.shape == (64,) and int(starts.min()) >= 0 and int(starts.max()) + L < len(data)
+    starts = torch.cat([starts, torch.tensor([0, len(data) - L - 1])])
+    x, y = gather(data, starts, L)
+    assert x.shape == y.shape == (len(starts), L)
+    for row, s in enumerate(starts.tolist()):
+        assert torch.equal(x[row], data[s : s + L])
+        assert torch.equal(y[row], data[s + 1 : s + L + 1])
+    assert torch.equal(y[:, :-1], x[:, 1:])  # y is x shifted by one
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kaggle: only the network call is replaced
+
+
+OTHER_ARTIST_CSV = (
+    ",Artist,Title,Album,Year,Date,Lyric\n"
+    "0,Rihanna,Work,Anti,2016,2016-01-27,work work work work work\n"
+    "1,Rihanna,Umbrella,Good Girl Gone Bad,2007,2007-03-29,you can stand under my umbrella\n"
+)
+
+
+def _kaggle_env(monkeypatch, home: Path, credentials: bool) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    if credentials:
+        monkeypatch.setenv("KAGGLE_USERNAME", "drakegpt-test")
+        monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef0123456789abcdef")
+    else:
+        monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+        monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    extended = sys.modules.get("kaggle.api.kaggle_api_extended")
+    if extended is not None:
+        # The client fixes its config file when first imported; keep it inside this test's empty home.
+        monkeypatch.setattr(extended.KaggleApi, "config_dir", str(home / ".kaggle"))
+        monkeypatch.setattr(extended.KaggleApi, "config", str(home / ".kaggle" / "kaggle.json"))
+
+
+def _kaggle_api_class():
+    # `kaggle.api` is shadowed by the package's KaggleApi instance, so import the module by name.
+    return importlib.import_module("kaggle.api.kaggle_api_extended").KaggleApi
+
+
+def test_kaggle_download_then_offline(drake_csv, tmp_path, monkeypatch):
+    _kaggle_env(monkeypatch, tmp_path / "home", credentials=True)
+    calls = []
+
+    def fake_download(self, dataset, path=None, force=False, quiet=True, unzip=False, licenses=()):
+        """What the real call leaves behind: <path>/<dataset name>.zip, the CSVs under csv/."""
+        calls.append(dataset)
+        target = Path(path) / (dataset.split("/")[-1] + ".zip")
+        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.write(drake_csv, "csv/Drake.csv")
+            z.writestr("csv/Rihanna.csv", OTHER_ARTIST_CSV)
+            z.writestr("json/Drake.json", "{}")
+
+    kaggle_api = _kaggle_api_class()
+    monkeypatch.setattr(kaggle_api, "dataset_download_files", fake_download)
+    cache = tmp_path / "cache"
+    cfg = DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(cache))
+
+    text = load_text(cfg)
+    assert calls == ["deepshah16/song-lyrics-dataset"]
+    assert text == drake_text(str(drake_csv))
+    assert len(text) == 1_073_351
+    extracted = cache / "deepshah16__song-lyrics-dataset" / "csv" / "Drake.csv"
+    assert extracted.read_bytes() == drake_csv.read_bytes()
+
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("no network in this test")
+
+    monkeypatch.setattr(kaggle_api, "dataset_download_files", offline)
+    assert load_text(cfg) == text  # from the cache, no download
+    # another artist of the downloaded archive, still offline
+    rihanna = load_text(DataConfig(source=DataSource.kaggle, artist="Rihanna", cache_dir=str(cache)))
+    assert rihanna == "work work work work work\nyou can stand under my umbrella"
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=DataSource.kaggle, artist="Nobody", cache_dir=str(cache)))
+    usage_error(excinfo, "csv/Nobody.csv", "Drake, Rihanna")
+    assert calls == ["deepshah16/song-lyrics-dataset"]
+
+
+def test_kaggle_download_failure_is_one_line(tmp_path, monkeypatch):
+    _kaggle_env(monkeypatch, tmp_path / "home", credentials=True)
+
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("no network in this test")
+
+    monkeypatch.setattr(_kaggle_api_class(), "dataset_download_files", offline)
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
+    usage_error(excinfo, "could not download deepshah16/song-lyrics-dataset", "ConnectionError", "data=csv")
+
+
+def test_kaggle_without_credentials(tmp_path, monkeypatch, capsys):
+    _kaggle_env(monkeypatch, tmp_path / "empty_home", credentials=False)
+    cache = tmp_path / "cache"
+    started = time.monotonic()
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(cache)))
+    elapsed = time.monotonic() - started
+    usage_error(excinfo, "Kaggle is not authenticated", "data=csv")
+    assert elapsed < 5, f"took {elapsed:.1f}s"
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert not any(cache.rglob("*.zip"))
