@@ -88,12 +88,12 @@ class Setup:
                               betas=scale["betas"], implementation=path.optimizer)
         self.optimizer = build_optimizer(self.model, opt)
         self.step_model = torch.compile(self.model) if path.compile else self.model
-        self.data = data.to(device)
+        self.cpu_data, self.data = data, data.to(device)
         self.generator = torch.Generator().manual_seed(0)
 
     def batch(self):
         if self.path.stacked_batches:
-            x, y = stacked_batch(self.data.cpu() if self.device.type != "cpu" else self.data, self.T, self.B, self.generator)
+            x, y = stacked_batch(self.cpu_data, self.T, self.B, self.generator)
             return x.to(self.device), y.to(self.device)
         return gather(self.data, random_starts(self.data, self.B, self.T, self.generator).to(self.device), self.T)
 
@@ -184,7 +184,7 @@ def seed_style_eval(setup: Setup, batches: int) -> None:
     setup.model.eval()
     with torch.no_grad():
         for _ in range(batches):
-            x, y = stacked_batch(setup.data.cpu(), setup.T, setup.B, setup.generator)
+            x, y = stacked_batch(setup.cpu_data, setup.T, setup.B, setup.generator)
             _, loss = setup.model(x.to(setup.device), y.to(setup.device))
             loss.item()
     setup.model.train()
@@ -222,8 +222,8 @@ def bench_model(model_name: str, scale_name: str, paths: List[Variant], data, vo
     rows[-1]["eval_tokens_per_s"] = n * tokens / timed_once(
         lambda: evaluate(fast.model, fast.data, starts, fast.T, fast.precision, device), device)
     rows[0]["eval_tokens_per_s"] = n * tokens / timed_once(lambda: seed_style_eval(reference, n), device)
-    # Generation from the fast model (untrained weights: the speed does not depend on them).
-    if model_name != "BigramLM" and args.gen_chars:
+    # TransformerLM's generation speed (untrained weights: the speed does not depend on them).
+    if model_name == "TransformerLM" and args.gen_chars:
         for cache in (True, False):
             generator = torch.Generator(device=device).manual_seed(0)
             seconds = timed_once(lambda: sample(fast.model, torch.zeros(1, 1, dtype=torch.long), args.gen_chars,
@@ -232,15 +232,15 @@ def bench_model(model_name: str, scale_name: str, paths: List[Variant], data, vo
     return rows
 
 
-def precision_check(iters: int, data, vocab, device, eval_batches: int) -> Dict:
-    """TransformerLM at the default preset, same seed and batches, fp32 vs bf16: val loss after `iters`."""
-    scale = scale_preset("default")
-    result = {"iters": iters}
+def precision_check(iters: int, scale_name: str, data, vocab, device, eval_batches: int) -> Dict:
+    """TransformerLM, same seed and batches, trained in fp32 and in bf16: val loss after `iters`."""
+    scale = scale_preset(scale_name)
+    result = {"iters": iters, "scale": scale_name}
     for precision in (Precision.fp32, Precision.bf16):
         setup = Setup("TransformerLM", scale, replace(FAST, precision=precision), data, vocab, device)
         n_val = len(data) // 10
         train, val = setup.data[:-n_val], setup.data[-n_val:]
-        setup.data = train
+        setup.cpu_data, setup.data = data[:-n_val], train
         for _ in range(iters):
             setup.step()
         starts = random_starts(val, eval_batches * setup.B, setup.T, torch.Generator().manual_seed(1))
@@ -272,7 +272,7 @@ def markdown(report: Dict) -> str:
                   f"fast {s['fast_s']:,.0f} s, {s['reference_s'] / s['fast_s']:.1f}x less time."]
     if report.get("precision_check"):
         p = report["precision_check"]
-        lines += ["", f"bf16 vs fp32 after {p['iters']:,} iterations of TransformerLM (default preset, same seed): "
+        lines += ["", f"bf16 vs fp32 after {p['iters']:,} iterations of TransformerLM ({p['scale']} preset, same seed): "
                   f"val loss {p['val_loss_fp32']:.4f} fp32, {p['val_loss_bf16']:.4f} bf16, difference {p['difference']:.4f} nats."]
     return "\n".join(lines) + "\n"
 
@@ -291,6 +291,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--ladder", action="store_true", help="TransformerLM: add each fast path one at a time")
     parser.add_argument("--nanogpt-best", action="store_true", help="also time nanoGPT's best settings (compile, bf16)")
     parser.add_argument("--precision-check", type=int, default=0, metavar="ITERS")
+    parser.add_argument("--precision-scale", default="default")
     parser.add_argument("--out", type=Path, default=Path("bench"))
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
@@ -317,7 +318,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "default" in args.scales and len(args.models) == len(MODELS):
         report["sweep"] = projected_sweep(rows, args.eval_batches)
     if args.precision_check:
-        report["precision_check"] = precision_check(args.precision_check, data, vocab, device, args.eval_batches)
+        report["precision_check"] = precision_check(
+            args.precision_check, args.precision_scale, data, vocab, device, args.eval_batches)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "bench.md").write_text(markdown(report))
