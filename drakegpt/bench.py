@@ -60,8 +60,9 @@ LADDER = [
     replace(REFERENCE, name="+ cheap CPU attention dropout", attention=Attention.fast),
     replace(FAST, name="+ fused AdamW", precision=Precision.fp32, stacked_batches=True),
     replace(FAST, name="+ indexed batches", precision=Precision.fp32),
-    replace(FAST, name="+ precision=auto"),
+    FAST,  # + precision=auto
 ]
+COMPILED = replace(FAST, name="fast + train.compile", compile=True)
 
 
 def scale_preset(name: str) -> Dict:
@@ -215,11 +216,12 @@ def bench_model(model_name: str, scale_name: str, paths: List[Variant], data, vo
             "precision": setup.precision.value, "step_ms": s * 1e3, "train_tokens_per_s": tokens / s,
             "tflops": flops / s / 1e12, "peak_fraction": flops / s / peak, "memory_mb": setup.memory_mb(),
         })
-    # Evaluation of eval_batches batches, the seed's way (reference row) and ours (fast row, always last).
-    reference, fast = setups[0], setups[-1]
+    # Evaluation of eval_batches batches, the seed's way (reference row) and ours (fast row).
+    reference, fast = setups[0], next(s for s in setups if s.path == FAST)
+    fast_row = rows[setups.index(fast)]
     n = args.eval_batches
     starts = random_starts(fast.data, n * fast.B, fast.T, torch.Generator().manual_seed(1))
-    rows[-1]["eval_tokens_per_s"] = n * tokens / timed_once(
+    fast_row["eval_tokens_per_s"] = n * tokens / timed_once(
         lambda: evaluate(fast.model, fast.data, starts, fast.T, fast.precision, device), device)
     rows[0]["eval_tokens_per_s"] = n * tokens / timed_once(lambda: seed_style_eval(reference, n), device)
     # TransformerLM's generation speed (untrained weights: the speed does not depend on them).
@@ -228,7 +230,7 @@ def bench_model(model_name: str, scale_name: str, paths: List[Variant], data, vo
             generator = torch.Generator(device=device).manual_seed(0)
             seconds = timed_once(lambda: sample(fast.model, torch.zeros(1, 1, dtype=torch.long), args.gen_chars,
                                                 fast.T, kv_cache=cache, generator=generator), device, warm=False)
-            rows[-1][f"gen_chars_per_s_{'cache' if cache else 'no_cache'}"] = args.gen_chars / seconds
+            fast_row[f"gen_chars_per_s_{'cache' if cache else 'no_cache'}"] = args.gen_chars / seconds
     return rows
 
 
@@ -290,6 +292,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--gen-chars", type=int, default=200)
     parser.add_argument("--ladder", action="store_true", help="TransformerLM: add each fast path one at a time")
     parser.add_argument("--nanogpt-best", action="store_true", help="also time nanoGPT's best settings (compile, bf16)")
+    parser.add_argument("--compile", action="store_true", help="also time the fast path with train.compile=true")
     parser.add_argument("--precision-check", type=int, default=0, metavar="ITERS")
     parser.add_argument("--precision-scale", default="default")
     parser.add_argument("--out", type=Path, default=Path("bench"))
@@ -307,7 +310,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             else:
                 paths = [REFERENCE, NANOGPT, FAST] if scale == "large" else [REFERENCE, FAST]
             if args.nanogpt_best and scale == "large" and model == "TransformerLM":
-                paths = paths[:-1] + [NANOGPT_BEST, paths[-1]]
+                paths = paths + [NANOGPT_BEST]
+            if args.compile:
+                paths = paths + [COMPILED]
             rows += bench_model(model, scale, paths, data, vocab, device, args)
             print(f"{model} {scale}: " + ", ".join(f"{r['path']} {r['train_tokens_per_s']:,.0f} tok/s"
                                                  for r in rows if r["model"] == model and r["scale"] == scale), flush=True)

@@ -173,7 +173,7 @@ def build_corpus(cfg: DataConfig, context_length: int) -> Corpus:
 
 def gather(data: torch.Tensor, starts: torch.Tensor, context_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-character targets of the windows starting at `starts`, in one indexing op each."""
-    index = starts[:, None] + torch.arange(context_length)
+    index = starts[:, None] + torch.arange(context_length, device=starts.device)
     return data[index], data[index + 1]
 
 
