@@ -12,17 +12,15 @@ iterations in fp32 and in bf16 from the same seed and reports both val losses.
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -84,9 +82,16 @@ class Setup:
         self.precision = resolve_precision(path.precision, device)
         torch.manual_seed(0)
         shape = {k: scale[k] for k in ("context_length", "embedding_dim", "num_heads", "num_layers", "dropout")}
-        self.model = build_model(model_name, ModelConfig(vocab_size=vocab, attention=path.attention, **shape)).to(device)
-        opt = OptimizerConfig(schedule=Schedule.cyclic, base_lr=scale["base_lr"], max_lr=scale["max_lr"],
-                              betas=scale["betas"], implementation=path.optimizer)
+        self.model = build_model(model_name, ModelConfig(vocab_size=vocab, attention=path.attention, **shape)).to(
+            device
+        )
+        opt = OptimizerConfig(
+            schedule=Schedule.cyclic,
+            base_lr=scale["base_lr"],
+            max_lr=scale["max_lr"],
+            betas=scale["betas"],
+            implementation=path.optimizer,
+        )
         self.optimizer = build_optimizer(self.model, opt)
         self.step_model = torch.compile(self.model) if path.compile else self.model
         self.cpu_data, self.data = data, data.to(device)
@@ -211,25 +216,44 @@ def bench_model(model_name: str, scale_name: str, paths: List[Variant], data, vo
         flops = setup.flops_per_step()
         dtype = torch.bfloat16 if setup.precision is Precision.bf16 else torch.float32
         peak = args.peaks.setdefault(str(dtype), matmul_peak(device, dtype))
-        rows.append({
-            "model": model_name, "scale": scale_name, "path": setup.path.name,
-            "precision": setup.precision.value, "step_ms": s * 1e3, "train_tokens_per_s": tokens / s,
-            "tflops": flops / s / 1e12, "peak_fraction": flops / s / peak, "memory_mb": setup.memory_mb(),
-        })
+        rows.append(
+            {
+                "model": model_name,
+                "scale": scale_name,
+                "path": setup.path.name,
+                "precision": setup.precision.value,
+                "step_ms": s * 1e3,
+                "train_tokens_per_s": tokens / s,
+                "tflops": flops / s / 1e12,
+                "peak_fraction": flops / s / peak,
+                "memory_mb": setup.memory_mb(),
+            }
+        )
     # Evaluation of eval_batches batches, the seed's way (reference row) and ours (fast row).
     reference, fast = setups[0], next(s for s in setups if s.path == FAST)
     fast_row = rows[setups.index(fast)]
     n = args.eval_batches
     starts = random_starts(fast.data, n * fast.B, fast.T, torch.Generator().manual_seed(1))
-    fast_row["eval_tokens_per_s"] = n * tokens / timed_once(
-        lambda: evaluate(fast.model, fast.data, starts, fast.T, fast.precision, device), device)
+    fast_row["eval_tokens_per_s"] = (
+        n * tokens / timed_once(lambda: evaluate(fast.model, fast.data, starts, fast.T, fast.precision, device), device)
+    )
     rows[0]["eval_tokens_per_s"] = n * tokens / timed_once(lambda: seed_style_eval(reference, n), device)
     # TransformerLM's generation speed (untrained weights: the speed does not depend on them).
     if model_name == "TransformerLM" and args.gen_chars:
         for cache in (True, False):
             generator = torch.Generator(device=device).manual_seed(0)
-            seconds = timed_once(lambda: sample(fast.model, torch.zeros(1, 1, dtype=torch.long), args.gen_chars,
-                                                fast.T, kv_cache=cache, generator=generator), device, warm=False)
+            seconds = timed_once(
+                lambda cache=cache, generator=generator: sample(
+                    fast.model,
+                    torch.zeros(1, 1, dtype=torch.long),
+                    args.gen_chars,
+                    fast.T,
+                    kv_cache=cache,
+                    generator=generator,
+                ),
+                device,
+                warm=False,
+            )
             fast_row[f"gen_chars_per_s_{'cache' if cache else 'no_cache'}"] = args.gen_chars / seconds
     return rows
 
@@ -252,10 +276,15 @@ def precision_check(iters: int, scale_name: str, data, vocab, device, eval_batch
 
 
 def markdown(report: Dict) -> str:
-    lines = [f"Device: {report['device']}; torch {report['torch']}; threads {report['threads']}.",
-             "Measured peak matmul: " + ", ".join(f"{k.split('.')[-1]} {v / 1e12:.2f} TFLOP/s" for k, v in report["peaks"].items()),
-             "", "| Model | Scale | Path | Precision | Train tokens/s | Speed-up | TFLOP/s | % of peak | Memory (MB) | Eval tokens/s | Gen chars/s cache / no cache |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"Device: {report['device']}; torch {report['torch']}; threads {report['threads']}.",
+        "Measured peak matmul: "
+        + ", ".join(f"{k.split('.')[-1]} {v / 1e12:.2f} TFLOP/s" for k, v in report["peaks"].items()),
+        "",
+        "| Model | Scale | Path | Precision | Train tokens/s | Speed-up | TFLOP/s | % of peak | Memory (MB) "
+        "| Eval tokens/s | Gen chars/s cache / no cache |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     baseline = {}
     for r in report["rows"]:
         key = (r["model"], r["scale"])
@@ -264,18 +293,27 @@ def markdown(report: Dict) -> str:
         if "gen_chars_per_s_cache" in r:
             gen = f"{r['gen_chars_per_s_cache']:,.0f} / {r['gen_chars_per_s_no_cache']:,.0f}"
         ev = f"{r['eval_tokens_per_s']:,.0f}" if "eval_tokens_per_s" in r else ""
-        lines.append(f"| {r['model']} | {r['scale']} | {r['path']} | {r['precision']} | {r['train_tokens_per_s']:,.0f} | "
-                     f"{r['train_tokens_per_s'] / baseline[key]:.2f}x | {r['tflops']:.3f} | {100 * r['peak_fraction']:.1f} | "
-                     f"{r['memory_mb']:,.0f} | {ev} | {gen} |")
+        lines.append(
+            f"| {r['model']} | {r['scale']} | {r['path']} | {r['precision']} | {r['train_tokens_per_s']:,.0f} | "
+            f"{r['train_tokens_per_s'] / baseline[key]:.2f}x | {r['tflops']:.3f} | {100 * r['peak_fraction']:.1f} | "
+            f"{r['memory_mb']:,.0f} | {ev} | {gen} |"
+        )
     if report.get("sweep"):
         s = report["sweep"]
-        lines += ["", f"Default sweep projected from these rates (6 models, {s['iters']:,} iterations, "
-                  f"{s['evals']} evaluations of {s['eval_batches']} batches per split): reference {s['reference_s']:,.0f} s, "
-                  f"fast {s['fast_s']:,.0f} s, {s['reference_s'] / s['fast_s']:.1f}x less time."]
+        lines += [
+            "",
+            f"Default sweep projected from these rates (6 models, {s['iters']:,} iterations, "
+            f"{s['evals']} evaluations of {s['eval_iters']} batches per split): reference {s['reference_s']:,.0f} s, "
+            f"fast {s['fast_s']:,.0f} s, {s['reference_s'] / s['fast_s']:.1f}x less time.",
+        ]
     if report.get("precision_check"):
         p = report["precision_check"]
-        lines += ["", f"bf16 vs fp32 after {p['iters']:,} iterations of TransformerLM ({p['scale']} preset, same seed): "
-                  f"val loss {p['val_loss_fp32']:.4f} fp32, {p['val_loss_bf16']:.4f} bf16, difference {p['difference']:.4f} nats."]
+        lines += [
+            "",
+            f"bf16 vs fp32 after {p['iters']:,} iterations of TransformerLM ({p['scale']} preset, same seed): "
+            f"val loss {p['val_loss_fp32']:.4f} fp32, {p['val_loss_bf16']:.4f} bf16, "
+            f"difference {p['difference']:.4f} nats.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -284,8 +322,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--scales", nargs="+", default=["default", "large"])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--data", type=Path, default=DRAKE if DRAKE.is_file() else None,
-                        help="a lyrics CSV (default: ../shared/data/Drake.csv when present, else the sample corpus)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DRAKE if DRAKE.is_file() else None,
+        help="a lyrics CSV (default: ../shared/data/Drake.csv when present, else the sample corpus)",
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per path and model")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--eval-batches", type=int, default=20)
@@ -298,7 +340,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench"))
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    source = DataConfig(source=DataSource.csv, path=str(args.data)) if args.data else DataConfig(source=DataSource.sample)
+    source = (
+        DataConfig(source=DataSource.csv, path=str(args.data)) if args.data else DataConfig(source=DataSource.sample)
+    )
     corpus = build_corpus(source, 256)
     data, vocab = torch.cat([corpus.train, corpus.val]), len(corpus.vocab)
     args.peaks = {}
@@ -314,17 +358,30 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.compile:
                 paths = paths + [COMPILED]
             rows += bench_model(model, scale, paths, data, vocab, device, args)
-            print(f"{model} {scale}: " + ", ".join(f"{r['path']} {r['train_tokens_per_s']:,.0f} tok/s"
-                                                 for r in rows if r["model"] == model and r["scale"] == scale), flush=True)
+            print(
+                f"{model} {scale}: "
+                + ", ".join(
+                    f"{r['path']} {r['train_tokens_per_s']:,.0f} tok/s"
+                    for r in rows
+                    if r["model"] == model and r["scale"] == scale
+                ),
+                flush=True,
+            )
     report = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()})",
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "peaks": args.peaks, "rows": rows,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()})",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "peaks": args.peaks,
+        "rows": rows,
     }
     if "default" in args.scales and len(args.models) == len(MODELS):
-        report["sweep"] = projected_sweep(rows, args.eval_batches)
+        report["sweep"] = projected_sweep(rows)
     if args.precision_check:
         report["precision_check"] = precision_check(
-            args.precision_check, args.precision_scale, data, vocab, device, args.eval_batches)
+            args.precision_check, args.precision_scale, data, vocab, device, args.eval_batches
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "bench.md").write_text(markdown(report))
@@ -332,7 +389,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def projected_sweep(rows: List[Dict], eval_batches: int, iters: int = 10000, interval: int = 500, eval_iters: int = 200) -> Dict:
+def projected_sweep(rows: List[Dict], iters: int = 10000, interval: int = 500, eval_iters: int = 200) -> Dict:
     """Seconds for the seed's protocol from measured step and evaluation rates."""
     evals = iters // interval + 1
     total = {"reference_s": 0.0, "fast_s": 0.0}
@@ -341,9 +398,9 @@ def projected_sweep(rows: List[Dict], eval_batches: int, iters: int = 10000, int
             continue
         tokens = r["train_tokens_per_s"] * r["step_ms"] / 1e3
         eval_s = 2 * eval_iters * tokens / r["eval_tokens_per_s"]
-        key = "reference_s" if r["path"] == REFERENCE.name else "fast_s"  # the first and last rows
+        key = "reference_s" if r["path"] == REFERENCE.name else "fast_s"
         total[key] += iters * r["step_ms"] / 1e3 + evals * eval_s
-    return {**total, "iters": iters, "evals": evals, "eval_batches": eval_iters}
+    return {**total, "iters": iters, "evals": evals, "eval_iters": eval_iters}
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ class RunDir:
         self.root = Path(root)
         self.metrics = self.root / "metrics.csv"
         self.summary = self.root / "summary.json"
+        self.refused = self.root / "refused.json"  # a job turned away because the folder holds another run
         self.checkpoints = self.root / "checkpoints"
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
@@ -34,6 +35,9 @@ def atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide results from a shared cluster's group
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -65,4 +69,6 @@ def load(path: Path) -> Dict[str, Any]:
     except FileNotFoundError:
         raise UsageError(f"no checkpoint at {path}; train one first (python run.py) or fix the path") from None
     except Exception as e:
-        raise UsageError(f"{path} is not a DrakeGPT checkpoint ({type(e).__name__}); point at a .pt file written by run.py") from None
+        raise UsageError(
+            f"{path} is not a DrakeGPT checkpoint ({type(e).__name__}); point at a .pt file written by run.py"
+        ) from None

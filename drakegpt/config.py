@@ -12,17 +12,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from drakegpt.errors import UsageError
+from drakegpt.models import MODELS, Attention  # the models themselves import nothing of Hydra
 
 
 class Task(Enum):
     train = "train"
     generate = "generate"
-
-
-class Attention(Enum):
-    fast = "fast"  # batched heads; on CPU, dropout on the attention weights takes a cheaper path
-    sdpa = "sdpa"  # batched heads, plain scaled_dot_product_attention (nanoGPT's model)
-    naive = "naive"  # one head at a time with an explicit masked softmax (the seed's code)
 
 
 class Schedule(Enum):
@@ -47,6 +42,26 @@ class DataSource(Enum):
     csv = "csv"
     text = "text"
     kaggle = "kaggle"
+
+
+# Keys that never change the numbers a run produces: a run may be resumed with other values, and a
+# sweep's report does not tell jobs apart by them.
+RUN_INDEPENDENT_KEYS = (
+    "task",
+    "device",
+    "logger",
+    "generate",
+    "paths",
+    "train.resume",
+    "train.threads",
+    "train.compile",
+)
+
+
+class WandbMode(Enum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
 
 
 @dataclass
@@ -96,33 +111,34 @@ class DataConfig:
 class LoggerConfig:
     name: str = MISSING
     project: str = "DrakeGPT"
-    mode: str = "offline"
+    mode: WandbMode = WandbMode.offline
     entity: Optional[str] = None
     group: Optional[str] = None  # null: the sweep's folder (hydra.sweep.dir), shared by all its jobs
 
 
+# The values of the train and generate keys live in conf/config.yaml; here are their types.
 @dataclass
 class TrainConfig:
-    iters: int = 10000
-    eval_interval: int = 500
-    eval_iters: int = 200
-    precision: Precision = Precision.auto
-    compile: bool = False
-    patience: int = 0  # evaluations without a better val loss before stopping; 0 never stops
-    resume: bool = False
-    threads: Optional[int] = None  # torch CPU threads; null leaves torch's choice
+    iters: int = MISSING
+    eval_interval: int = MISSING
+    eval_iters: int = MISSING
+    precision: Precision = MISSING
+    compile: bool = MISSING
+    patience: int = MISSING
+    resume: bool = MISSING
+    threads: Optional[int] = None
 
 
 @dataclass
 class GenerateConfig:
-    length: int = 500
-    prompt: str = "\n"
-    temperature: float = 1.0
+    length: int = MISSING
+    prompt: str = MISSING
+    temperature: float = MISSING
     top_k: Optional[int] = None
     top_p: Optional[float] = None
-    num_samples: int = 1
-    kv_cache: bool = True
-    checkpoint: Optional[str] = None  # a checkpoint file or a run folder; null: models/<Model>_<scale>.pt
+    num_samples: int = MISSING
+    kv_cache: bool = MISSING
+    checkpoint: Optional[str] = None
 
 
 @dataclass
@@ -133,9 +149,9 @@ class PathsConfig:
 
 @dataclass
 class RunConfig:
-    task: Task = Task.train
-    seed: int = 1337
-    device: str = "auto"
+    task: Task = MISSING
+    seed: int = MISSING
+    device: str = MISSING
     model: ModelChoice = field(default_factory=ModelChoice)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -153,8 +169,6 @@ def register_configs() -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Raise UsageError naming the first bad value and its fix."""
-    from drakegpt.models import MODELS
-
     scale, train, opt = cfg.scale, cfg.train, cfg.optimizer
     if cfg.model.name not in MODELS:
         raise UsageError(f"model={cfg.model.name} is not a model; choose one of {', '.join(MODELS)}")
@@ -201,6 +215,8 @@ def validate(cfg: RunConfig) -> None:
     if not 0 < cfg.data.train_fraction < 1:
         raise UsageError(f"data.train_fraction={cfg.data.train_fraction} must be in (0, 1), e.g. 0.9")
     gen = cfg.generate
+    if not gen.prompt:
+        raise UsageError("generate.prompt is empty; give it at least one character (the default is a newline)")
     if gen.length < 0 or gen.num_samples <= 0:
         raise UsageError("generate.length must be >= 0 and generate.num_samples positive")
     if gen.temperature < 0:

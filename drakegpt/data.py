@@ -14,6 +14,7 @@ from typing import Iterable, List, Optional, Tuple
 
 import torch
 
+from drakegpt.checkpoint import atomic_write
 from drakegpt.config import DataConfig, DataSource
 from drakegpt.errors import UsageError
 
@@ -75,7 +76,7 @@ def _existing(path: Optional[str], key: str) -> Path:
 
 def _decode(raw: bytes, path: Path) -> str:
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a byte-order mark, as some spreadsheet exports write, is not text
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not UTF-8 text (byte {e.start}); convert it with iconv -t UTF-8") from None
 
@@ -91,7 +92,9 @@ def read_lyrics_csv(path: Path, artist: Optional[str], column: str) -> str:
     except pd.errors.EmptyDataError:
         raise UsageError(f"{path} is empty; point data.path at a lyrics CSV with a {column} column") from None
     except pd.errors.ParserError as e:
-        raise UsageError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}); for plain text use data=text") from None
+        raise UsageError(
+            f"{path} is not a readable CSV ({str(e).splitlines()[0]}); for plain text use data=text"
+        ) from None
     if column not in frame.columns:
         raise UsageError(
             f"{path} has no {column!r} column (columns: {', '.join(map(str, frame.columns))}); "
@@ -114,7 +117,9 @@ def read_lyrics_csv(path: Path, artist: Optional[str], column: str) -> str:
 
 def kaggle_csv(cfg: DataConfig) -> Path:
     """csv/<artist>.csv of the Kaggle dataset, downloaded into the cache on first use."""
-    artist = cfg.artist or "Drake"
+    if not cfg.artist:
+        raise UsageError("data.artist is not set; data=kaggle reads csv/<data.artist>.csv, e.g. data.artist=Drake")
+    artist = cfg.artist
     cache = Path(cfg.cache_dir).expanduser() / cfg.dataset.replace("/", "__")
     target = cache / "csv" / f"{artist}.csv"
     if target.is_file():
@@ -125,13 +130,15 @@ def kaggle_csv(cfg: DataConfig) -> Path:
     try:
         z = zipfile.ZipFile(archive)
     except zipfile.BadZipFile:
-        raise UsageError(f"the cached download {archive} is damaged; delete it and run again to download it anew") from None
+        raise UsageError(
+            f"the cached download {archive} is damaged; delete it and run again to download it anew"
+        ) from None
     with z:
         member = f"csv/{artist}.csv"
         if member not in z.namelist():
             artists = sorted(Path(n).stem for n in z.namelist() if n.startswith("csv/") and n.endswith(".csv"))
             raise UsageError(f"the Kaggle dataset has no {member}; data.artist is one of: {', '.join(artists)}")
-        z.extract(member, cache)
+        atomic_write(target, lambda f: f.write(z.read(member)))  # a cut-off extraction leaves no partial CSV
     return target
 
 

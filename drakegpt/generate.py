@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from drakegpt import checkpoint
+from drakegpt.checkpoint import RunDir
 from drakegpt.config import Attention, RunConfig
 from drakegpt.data import CharVocab
 from drakegpt.errors import UsageError
@@ -32,9 +33,9 @@ def filter_logits(logits: torch.Tensor, top_k: Optional[int], top_p: Optional[fl
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        mass_before = sorted_logits.softmax(dim=-1).cumsum(dim=-1) - sorted_logits.softmax(dim=-1)
-        drop_sorted = mass_before >= top_p  # keep each token until the ones before it already reach p
-        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+        probs = sorted_logits.softmax(dim=-1)
+        outside = probs.cumsum(dim=-1) - probs >= top_p  # the mass before a token already reaches p
+        logits = logits.masked_fill(outside.gather(-1, order.argsort(dim=-1)), float("-inf"))
     return logits
 
 
@@ -85,11 +86,12 @@ def sample(
     seq = prompt.to(next(model.parameters()).device).repeat(num_samples, 1)
     sampler = Sampler(model, context_length, kv_cache)
     for _ in range(length):
-        logits = filter_logits(sampler.next_logits(seq), top_k, top_p)
+        logits = sampler.next_logits(seq)
         if temperature == 0:
             nxt = logits.argmax(dim=-1, keepdim=True)
         else:
-            nxt = torch.multinomial((logits / temperature).softmax(dim=-1), 1, generator=generator)
+            logits = filter_logits(logits / temperature, top_k, top_p)
+            nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
         seq = torch.cat([seq, nxt], dim=1)
     return seq
 
@@ -97,7 +99,10 @@ def sample(
 def checkpoint_path(cfg: RunConfig) -> Path:
     if cfg.generate.checkpoint:
         path = Path(cfg.generate.checkpoint).expanduser()
-        return path / "checkpoints" / "last.pt" if path.is_dir() else path
+        if not path.is_dir():
+            return path
+        run = RunDir(path)  # a run folder: the weights it published (the best ones if it stopped early)
+        return run.best if run.read_summary().get("stopped_early") else run.last
     path = Path(cfg.paths.models_dir) / f"{cfg.model.name}_{cfg.scale.name}.pt"
     if not path.is_file():
         trained = sorted(p.stem for p in Path(cfg.paths.models_dir).glob("*.pt"))
@@ -113,7 +118,9 @@ def load_model(path: Path, device: torch.device) -> Tuple[nn.Module, CharVocab, 
     """A model ready to sample from any checkpoint run.py writes (published, last or best)."""
     state = checkpoint.load(path)
     if "model_state" not in state or "vocab" not in state:
-        raise UsageError(f"{path} is not a DrakeGPT checkpoint; point generate.checkpoint at a .pt file written by run.py")
+        raise UsageError(
+            f"{path} is not a DrakeGPT checkpoint; point generate.checkpoint at a .pt file written by run.py"
+        )
     if state.get("kind") == "model":
         name, scale, shape = state["model"], state["scale"], dict(state["model_config"])
     else:
@@ -128,8 +135,14 @@ def load_model(path: Path, device: torch.device) -> Tuple[nn.Module, CharVocab, 
         model.load_state_dict(state["model_state"])
     except (KeyError, TypeError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
-        raise UsageError(f"{path} does not fit {name} at scale={scale} ({reason}); pick the checkpoint it was trained as") from None
-    return model.to(device), CharVocab(state["vocab"]), {"model": name, "scale": scale, "context_length": shape["context_length"]}
+        raise UsageError(
+            f"{path} does not fit {name} at scale={scale} ({reason}); pick the checkpoint it was trained as"
+        ) from None
+    return (
+        model.to(device),
+        CharVocab(state["vocab"]),
+        {"model": name, "scale": scale, "context_length": shape["context_length"]},
+    )
 
 
 def output_file(inference_dir: Path, model: str, scale: str, now: datetime.datetime) -> Path:
@@ -162,11 +175,21 @@ def generate_task(cfg: RunConfig, requested: dict) -> str:
         )
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     ids = sample(
-        model, vocab.encode(gen.prompt)[None], gen.length, meta["context_length"], gen.temperature,
-        gen.top_k, gen.top_p, gen.num_samples, gen.kv_cache, generator,
+        model,
+        vocab.encode(gen.prompt)[None],
+        gen.length,
+        meta["context_length"],
+        gen.temperature,
+        gen.top_k,
+        gen.top_p,
+        gen.num_samples,
+        gen.kv_cache,
+        generator,
     )
     samples: List[str] = [vocab.decode(row.tolist()) for row in ids]
-    text = samples[0] if len(samples) == 1 else "".join(f"=== sample {i + 1} ===\n{s}\n\n" for i, s in enumerate(samples))
+    text = (
+        samples[0] if len(samples) == 1 else "".join(f"=== sample {i + 1} ===\n{s}\n\n" for i, s in enumerate(samples))
+    )
     target = output_file(Path(cfg.paths.inference_dir), meta["model"], meta["scale"], datetime.datetime.now())
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target, "x", encoding="utf-8") as f:

@@ -15,24 +15,48 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from drakegpt.config import RUN_INDEPENDENT_KEYS
 from drakegpt.models import MODELS
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["model", "scale", "variant", "seed", "params", "steps", "final_train_loss", "final_val_loss", "best_val_loss",
-           "tokens_per_s", "wall_s", "status", "error", "job"]
+COLUMNS = [
+    "model",
+    "scale",
+    "variant",
+    "seed",
+    "params",
+    "steps",
+    "final_train_loss",
+    "final_val_loss",
+    "best_val_loss",
+    "tokens_per_s",
+    "wall_s",
+    "status",
+    "error",
+    "job",
+]
 SCALE_ORDER = ["default", "large"]
 # Overrides that name the row (model, scale), that seeds average over, or that leave the numbers alone.
-NOT_A_VARIANT = {"model", "scale", "seed", "logger", "logger.mode", "device", "train.threads", "train.resume",
-                 "train.compile", "paths.models_dir", "paths.inference_dir"}
+NOT_A_VARIANT = ("model", "scale", "seed") + RUN_INDEPENDENT_KEYS
 
 
 def collect(sweep_dir: Path) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """One row per job, and every job's metrics.csv rows tagged with its model, scale, variant and seed."""
     jobs, curves = [], []
-    for summary_file in sorted(sweep_dir.rglob("summary.json")):
+    files = sorted([*sweep_dir.rglob("summary.json"), *sweep_dir.rglob("refused.json")])
+    for summary_file in files:
         summary = json.loads(summary_file.read_text())
-        job = str(summary_file.parent.relative_to(sweep_dir)) or "."
+        job = str(summary_file.parent.relative_to(sweep_dir))
+        if summary_file.name == "refused.json":
+            jobs.append(
+                {
+                    **{c: summary.get(c) for c in COLUMNS},
+                    "job": f"{job} (refused)",
+                    "overrides": summary.get("overrides", []),
+                }
+            )
+            continue
         jobs.append({**{c: summary.get(c) for c in COLUMNS}, "job": job, "overrides": summary.get("overrides", [])})
         metrics = summary_file.parent / "metrics.csv"
         if metrics.is_file():
@@ -50,9 +74,13 @@ def collect(sweep_dir: Path) -> Tuple[pd.DataFrame, pd.DataFrame]:
     return table, pd.concat(curves, ignore_index=True).merge(tags, on="job")
 
 
+def _is_key_under(key: str, prefixes) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 def _variants(overrides: List[List[str]]) -> List[str]:
     """What sets a job apart from the others besides model, scale and seed, e.g. 'scale.dropout=0.35'."""
-    items = [[o for o in job if o.split("=", 1)[0].lstrip("+~") not in NOT_A_VARIANT] for job in overrides]
+    items = [[o for o in job if not _is_key_under(o.split("=", 1)[0].lstrip("+~"), NOT_A_VARIANT)] for job in overrides]
     shared = set.intersection(*map(set, items)) if items else set()
     return [",".join(o for o in job if o not in shared) for job in items]
 
@@ -73,10 +101,18 @@ def markdown(table: pd.DataFrame) -> str:
     with_variants = (table.variant != "").any()
     for (scale, model, variant), group in table.groupby(["scale", "model", "variant"], sort=False, dropna=False):
         ok = group[group.status == "ok"]
-        row = {"Model": model, "Scale": scale, **({"Variant": variant} if with_variants else {}),
-               "Params": _int(group.params.dropna().max()), "Seeds": len(group)}
-        for name, column in [("Final train loss", "final_train_loss"), ("Final val loss", "final_val_loss"),
-                             ("Best val loss", "best_val_loss")]:
+        row = {
+            "Model": model,
+            "Scale": scale,
+            **({"Variant": variant} if with_variants else {}),
+            "Params": _int(group.params.dropna().max()),
+            "Seeds": len(group),
+        }
+        for name, column in [
+            ("Final train loss", "final_train_loss"),
+            ("Final val loss", "final_val_loss"),
+            ("Best val loss", "best_val_loss"),
+        ]:
             row[name] = _mean_std(ok[column], 3)
         row["Tokens/s"] = _mean_std(ok.tokens_per_s, 0)
         row["Wall (s)"] = _mean_std(ok.wall_s, 0)
@@ -115,7 +151,9 @@ def plot(curves: pd.DataFrame, column: str, title: str, path: Path) -> None:
     for ax, scale in zip(axes[0], scales):
         here = curves[curves.scale == scale]
         lines = here[["model", "variant"]].drop_duplicates()
-        lines = lines.assign(rank=lines.model.map({m: i for i, m in enumerate(MODELS)})).sort_values(["rank", "variant"])
+        lines = lines.assign(rank=lines.model.map({m: i for i, m in enumerate(MODELS)})).sort_values(
+            ["rank", "variant"]
+        )
         for model, variant in zip(lines.model, lines.variant):
             by_step = here[(here.model == model) & (here.variant == variant)].groupby("step")[column]
             mean, std = by_step.mean(), by_step.std().fillna(0)
@@ -151,7 +189,9 @@ class SweepReport(Callback):
         failed = table[table.status != "ok"]
         log.info("comparison of %d jobs in %s", len(table), sweep_dir)
         if not failed.empty:
-            print(f"{len(failed)} of {len(table)} jobs did not finish ok; see {sweep_dir / 'summary.md'}", file=sys.stderr)
+            print(
+                f"{len(failed)} of {len(table)} jobs did not finish ok; see {sweep_dir / 'summary.md'}", file=sys.stderr
+            )
             sys.exit(1)
 
 
@@ -163,7 +203,9 @@ def main(argv: List[str] = None) -> int:
         print(f"error: {args.sweep_dir} is not a folder; pass a sweep folder such as multirun/<date>", file=sys.stderr)
         return 2
     if not any(args.sweep_dir.rglob("summary.json")):
-        print(f"error: no job folders (with a summary.json) under {args.sweep_dir}; pass a sweep folder", file=sys.stderr)
+        print(
+            f"error: no job folders (with a summary.json) under {args.sweep_dir}; pass a sweep folder", file=sys.stderr
+        )
         return 2
     table = write_report(args.sweep_dir)
     print(f"wrote comparison.csv, summary.md and plots for {len(table)} jobs in {args.sweep_dir}")

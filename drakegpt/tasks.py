@@ -26,6 +26,7 @@ def run_job(cfg: DictConfig) -> Any:
     sweeping = hydra.mode == RunMode.MULTIRUN
     run_dir = Path(hydra.runtime.output_dir)
     metric = OmegaConf.select(cfg, "optimized_metric", default=None)
+    trainer: Optional[Trainer] = None
     try:
         config = _typed(cfg)
         validate(config)
@@ -39,19 +40,32 @@ def run_job(cfg: DictConfig) -> Any:
         group = config.logger.group or (hydra.sweep.dir if sweeping else None)
         # A sweep re-run into its folder skips the finished jobs and resumes the cut-off ones.
         resume = config.train.resume or sweeping
-        summary = Trainer(config, resolved, run_dir, group, resume, tuple(hydra.overrides.task)).run()
+        trainer = Trainer(config, resolved, run_dir, group, resume, tuple(hydra.overrides.task))
+        summary = trainer.run()
     except Interrupted as stop:
-        again = (f"run the same sweep again with hydra.sweep.dir={hydra.sweep.dir}" if sweeping
-                 else f"add train.resume=true hydra.run.dir={run_dir} to the same command")
+        again = (
+            f"run the same sweep again with hydra.sweep.dir={hydra.sweep.dir}"
+            if sweeping
+            else f"add train.resume=true hydra.run.dir={run_dir} to the same command"
+        )
         print(f"stopped by {stop}; checkpoint saved in {run_dir}. To continue, {again}", file=sys.stderr)
         sys.exit(128 + stop.signum)
-    except UsageError as e:
-        summary = _refuse(str(e), cfg, run_dir, sweeping)
+    except KeyboardInterrupt:
+        print("stopped before training started; nothing to resume", file=sys.stderr)
+        sys.exit(130)
     except Exception as e:
+        bad_input = isinstance(e, UsageError)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not (bad_input or sweeping):
+            raise  # a bug, not bad input: the traceback is what helps
+        message = str(e) if bad_input else f"{type(e).__name__}: {e}"
         if not sweeping:
-            raise
-        log.exception("job failed")
-        summary = _refuse(f"{type(e).__name__}: {e}", cfg, run_dir, sweeping)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+        if bad_input:
+            log.error(message)
+        else:
+            log.exception(message)
+        summary = _record_failure(message, cfg, run_dir, trainer)
     if metric:  # a hyperparameter sweeper minimises this number; a failed trial is infinitely bad
         value = summary.get(metric) if summary.get("status") == "ok" else None
         return float(value) if value is not None else math.inf
@@ -77,15 +91,11 @@ def threads_per_job(launcher: DictConfig) -> Optional[int]:
     return max(1, cores // (cores if n_jobs < 0 else n_jobs))
 
 
-def _refuse(message: str, cfg: DictConfig, run_dir: Path, sweeping: bool) -> Dict[str, Any]:
-    """A sweep records the failure and goes on with the next job; a single run exits with one line."""
-    if not sweeping:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-    log.error(message)
+def _record_failure(message: str, cfg: DictConfig, run_dir: Path, trainer: Optional[Trainer]) -> Dict[str, Any]:
+    """A failed sweep job's summary, so that the report and the sweep's exit code show it."""
     files = RunDir(run_dir)
+    if trainer is not None and trainer.finished:
+        return files.read_summary()  # the training run wrote its own
     summary = {
         "model": OmegaConf.select(cfg, "model.name", default=None),
         "scale": OmegaConf.select(cfg, "scale.name", default=None),
@@ -94,6 +104,7 @@ def _refuse(message: str, cfg: DictConfig, run_dir: Path, sweeping: bool) -> Dic
         "status": "failed",
         "error": message,
     }
-    if not files.summary.is_file():  # a training run that failed has written its own
-        write_json(summary, files.summary)
-    return files.read_summary()
+    # The folder may hold another run (two jobs mapped to one folder): keep its summary, file this one beside it.
+    own = trainer is not None or not files.summary.is_file()
+    write_json(summary, files.summary if own else files.refused)
+    return summary

@@ -41,7 +41,7 @@ class Tracker:
                 group=group,
                 config=config,
                 dir=str(files.root),
-                mode=logger.mode,
+                mode=logger.mode.value,
                 id=run_id,
                 resume="allow",
                 settings=wandb.Settings(silent=True),
@@ -63,14 +63,16 @@ class Tracker:
 
     def log_eval(self, row: Dict[str, float]) -> None:
         with open(self.files.metrics, "a", newline="") as f:
-            csv.DictWriter(f, METRIC_COLUMNS).writerow({k: _csv_number(row[k]) for k in METRIC_COLUMNS})
+            csv.DictWriter(f, METRIC_COLUMNS).writerow(
+                {"step": row["step"], **{k: _csv_number(row[k]) for k in METRIC_COLUMNS[1:]}}
+            )
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in row.items() if not math.isnan(v)})
 
     def finish(self, summary: Dict[str, Any]) -> None:
         write_json(summary, self.files.summary)
         if self.wandb_run is not None:
-            self.wandb_run.summary.update({k: v for k, v in summary.items() if k not in ("config", "error") and v is not None})
+            self.wandb_run.summary.update({k: v for k, v in summary.items() if k != "error" and v is not None})
             self.wandb_run.finish(exit_code=0 if summary["status"] == "ok" else 1)
             self.wandb_run = None
 

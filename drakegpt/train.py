@@ -11,7 +11,7 @@ import secrets
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from drakegpt import checkpoint
 from drakegpt.checkpoint import RunDir
-from drakegpt.config import RunConfig
+from drakegpt.config import RUN_INDEPENDENT_KEYS, RunConfig
 from drakegpt.data import Corpus, build_corpus, gather, random_starts
 from drakegpt.errors import UsageError
 from drakegpt.models import ModelConfig, build_model, count_parameters
@@ -32,14 +32,20 @@ from drakegpt.tracking import Tracker
 log = logging.getLogger(__name__)
 
 EVAL_TOKENS_PER_FORWARD = 65536  # evaluation windows go through the model in chunks of this many tokens
-# Keys that may differ between a run and its resumption; any other difference is a different run.
-RESUMABLE_CHANGES = ("task", "device", "train.resume", "train.threads", "train.compile", "logger", "generate", "paths")
 
 
 class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, loss: float):
+        super().__init__(
+            f"training diverged: the loss became {loss} at step {step}; "
+            f"lower optimizer.max_lr (and optimizer.base_lr) and run again"
+        )
 
 
 @dataclass
@@ -52,6 +58,8 @@ class Progress:
     train_tokens: int = 0
     train_time_s: float = 0.0
     elapsed_s: float = 0.0
+    saved_step: int = -1  # the step of checkpoints/last.pt
+    last_row: Dict[str, float] = field(default_factory=dict)  # the latest evaluation, as in metrics.csv
 
 
 class StopSignals:
@@ -78,7 +86,7 @@ class StopSignals:
 def fingerprint(config: Dict[str, Any]) -> Dict[str, Any]:
     """The part of a resolved config that decides the numbers a run produces."""
     kept = OmegaConf.create(config)
-    for key in RESUMABLE_CHANGES:
+    for key in RUN_INDEPENDENT_KEYS:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(kept, parent) if parent else kept
         if node is not None and leaf in node:
@@ -113,7 +121,7 @@ def evaluate(model, data: torch.Tensor, starts: torch.Tensor, context_length: in
     return (total / len(starts)).item()
 
 
-def publish(path: Path, model, cfg: RunConfig, corpus: Corpus, step: int, val_loss: float, config: Dict) -> None:
+def publish(path: Path, model, cfg: RunConfig, corpus: Corpus, step: int, val_loss: float, resolved: Dict) -> None:
     """Weights, model shape and vocabulary: all that sampling needs, without the training text."""
     checkpoint.save(
         {
@@ -125,7 +133,7 @@ def publish(path: Path, model, cfg: RunConfig, corpus: Corpus, step: int, val_lo
             "model_state": model.state_dict(),
             "step": step,
             "val_loss": val_loss,
-            "config": config,
+            "config": resolved,
         },
         path,
     )
@@ -136,16 +144,19 @@ def _plain(d: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class Trainer:
+    """One training run in one folder: `cfg` is the typed config, `resolved` the same as plain data."""
+
     def __init__(
         self,
         cfg: RunConfig,
-        config: Dict[str, Any],
+        resolved: Dict[str, Any],
         run_dir: Path,
         group: Optional[str] = None,
         resume: bool = False,
         overrides: Tuple[str, ...] = (),
     ):
-        self.cfg, self.config, self.group, self.overrides = cfg, config, group, list(overrides)
+        self.cfg, self.resolved, self.group, self.overrides = cfg, resolved, group, list(overrides)
+        self.finished = False  # set once this run's summary.json is written
         self.files = RunDir(run_dir)
         self.resume_from = self._resume_state(resume)
 
@@ -161,7 +172,7 @@ class Trainer:
         if not has_checkpoint:
             return None  # the earlier attempt failed before its first checkpoint: start again
         state = checkpoint.load(self.files.last)
-        if fingerprint(state["config"]) != fingerprint(self.config):
+        if fingerprint(state["config"]) != fingerprint(self.resolved):
             raise UsageError(
                 f"{self.files.root} holds a run with a different config; resume with the same overrides, "
                 f"or choose another hydra.run.dir"
@@ -176,12 +187,16 @@ class Trainer:
         try:
             with StopSignals() as signals:
                 self._loop(signals)
+            published = self._publish()
         except Interrupted as stop:
             self._finish("interrupted", error=f"stopped by {stop}")
             raise
         except Diverged as diverged:
-            kept = (f"checkpoints/last.pt from step {self.progress.evaluated_step} is the last good one"
-                    if self.files.last.is_file() else "no checkpoint was written")
+            kept = (
+                f"checkpoints/last.pt from step {self.progress.saved_step} is the last good one"
+                if self.files.last.is_file()
+                else "no checkpoint was written"
+            )
             message = f"{diverged}; {kept}"
             self._finish("diverged", error=message)
             raise UsageError(message) from None
@@ -190,17 +205,26 @@ class Trainer:
             raise
         finally:
             self.bar.close()
-        if self.stopped_early:  # publish the best weights, not the overfitted last ones
-            self.model.load_state_dict(checkpoint.load(self.files.best)["model_state"])
-        cfg = self.cfg
-        published = Path(cfg.paths.models_dir) / f"{cfg.model.name}_{cfg.scale.name}.pt"
-        val_loss = self.progress.best_val_loss if self.stopped_early else self.last_row["val_loss"]
-        publish(published, self.model, cfg, self.corpus, self.progress.step, val_loss, self.config)
         summary = self._finish("ok", stopped_early=self.stopped_early, published=str(published))
-        log.info("done: val loss %.4f (best %.4f at step %d), %s tokens/s; weights in %s",
-                 summary["final_val_loss"], summary["best_val_loss"], summary["best_step"],
-                 f"{summary['tokens_per_s'] or 0:,.0f}", published)
+        log.info(
+            "done: val loss %.4f (best %.4f at step %d), %s tokens/s; weights in %s",
+            summary["final_val_loss"],
+            summary["best_val_loss"],
+            summary["best_step"],
+            f"{summary['tokens_per_s'] or 0:,.0f}",
+            published,
+        )
         return summary
+
+    def _publish(self) -> Path:
+        """models/<Model>_<scale>.pt: the final weights, or the best ones when the run stopped early."""
+        cfg, progress = self.cfg, self.progress
+        if self.stopped_early:
+            self.model.load_state_dict(checkpoint.load(self.files.best)["model_state"])
+        path = Path(cfg.paths.models_dir) / f"{cfg.model.name}_{cfg.scale.name}.pt"
+        val_loss = progress.best_val_loss if self.stopped_early else progress.last_row["val_loss"]
+        publish(path, self.model, cfg, self.corpus, progress.step, val_loss, self.resolved)
+        return path
 
     def _setup(self) -> None:
         cfg, state = self.cfg, self.resume_from
@@ -225,7 +249,9 @@ class Trainer:
         self.run_id = secrets.token_hex(4)
         if state is not None:
             if state["vocab"] != corpus.vocab.chars:
-                raise UsageError(f"the training text changed since {self.files.last} was written; resume with the same data")
+                raise UsageError(
+                    f"the training text changed since {self.files.last} was written; resume with the same data"
+                )
             self.model.load_state_dict(state["model_state"])
             self.optimizer.load_state_dict(state["optimizer_state"])
             self.schedule.load_state_dict(state["schedule_state"])
@@ -241,17 +267,30 @@ class Trainer:
         self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
         self.params = count_parameters(self.model)
         self.tracker = Tracker(
-            self.files, cfg.logger, f"{cfg.model.name}-{cfg.scale.name}", self.group, self.config, self.run_id,
+            self.files,
+            cfg.logger,
+            f"{cfg.model.name}-{cfg.scale.name}",
+            self.group,
+            self.resolved,
+            self.run_id,
             resume_step=self.progress.step if state is not None else None,
         )
-        log.info("%s-%s: %s parameters, vocabulary %d, %s, %s", cfg.model.name, cfg.scale.name,
-                 f"{self.params:,}", len(corpus.vocab), device, self.precision.value)
+        log.info(
+            "%s-%s: %s parameters, vocabulary %d, %s, %s",
+            cfg.model.name,
+            cfg.scale.name,
+            f"{self.params:,}",
+            len(corpus.vocab),
+            device,
+            self.precision.value,
+        )
         self.started = time.perf_counter() - self.progress.elapsed_s
-        self.last_row: Dict[str, float] = {}
-        self.stopped_early = False
+        self.stopped_early = 0 < cfg.train.patience <= self.progress.evals_since_best
         self.timer_start: Optional[float] = None
         self.timed_tokens = 0
-        self.bar = tqdm(total=cfg.train.iters, initial=self.progress.step, disable=None, dynamic_ncols=True, leave=False)
+        self.bar = tqdm(
+            total=cfg.train.iters, initial=self.progress.step, disable=None, dynamic_ncols=True, leave=False
+        )
 
     def _loop(self, signals: StopSignals) -> None:
         cfg, progress = self.cfg, self.progress
@@ -262,9 +301,7 @@ class Trainer:
             due = step % cfg.train.eval_interval == 0 or step == cfg.train.iters
             if due and progress.evaluated_step != step:
                 self._evaluate()
-                if self.stopped_early:
-                    return
-            if step >= cfg.train.iters:
+            if step >= cfg.train.iters or self.stopped_early:
                 return
             if signals.signum is not None:
                 self._bank_timing()
@@ -283,7 +320,7 @@ class Trainer:
                 self.timer_start, self.timed_tokens = time.perf_counter(), 0
             else:
                 self.timed_tokens += B * T
-            if progress.step % 10 == 0 or self.device.type == "cpu":
+            if progress.step % 10 == 0 or self.device.type == "cpu":  # .item() waits for a GPU, not a CPU
                 value = loss.item()
                 if not math.isfinite(value):
                     raise Diverged(progress.step, value)
@@ -308,11 +345,15 @@ class Trainer:
         cfg, progress, step = self.cfg, self.progress, self.progress.step
         rate = self._bank_timing()
         T = cfg.scale.context_length
-        losses = {s: evaluate(self.model, self.data[s], self.eval_starts[s], T, self.precision, self.device) for s in self.data}
-        if not all(map(math.isfinite, losses.values())):
-            raise Diverged(step, losses["train"])
+        losses = {
+            s: evaluate(self.model, self.data[s], self.eval_starts[s], T, self.precision, self.device)
+            for s in self.data
+        }
+        for value in losses.values():
+            if not math.isfinite(value):
+                raise Diverged(step, value)
         progress.elapsed_s = time.perf_counter() - self.started
-        self.last_row = {
+        progress.last_row = {
             "step": step,
             "train_loss": losses["train"],
             "val_loss": losses["val"],
@@ -320,7 +361,7 @@ class Trainer:
             "tokens_per_s": rate,
             "elapsed_s": progress.elapsed_s,
         }
-        self.tracker.log_eval(self.last_row)
+        self.tracker.log_eval(progress.last_row)
         log.info("step %d: train loss %.4f, val loss %.4f", step, losses["train"], losses["val"])
         progress.evaluated_step = step
         improved = losses["val"] < progress.best_val_loss
@@ -335,6 +376,8 @@ class Trainer:
         self.timer_start, self.timed_tokens = time.perf_counter(), 0
 
     def _save(self, last: bool, best: bool) -> None:
+        if last:
+            self.progress.saved_step = self.progress.step
         state = {
             "kind": "run",
             "model_state": self.model.state_dict(),
@@ -346,7 +389,7 @@ class Trainer:
             "progress": asdict(self.progress),
             "run_id": self.run_id,
             "vocab": self.corpus.vocab.chars,
-            "config": self.config,
+            "config": self.resolved,
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -369,8 +412,8 @@ class Trainer:
             "params": self.params,
             "vocab_size": len(self.corpus.vocab),
             "steps": p.step,
-            "final_train_loss": self.last_row.get("train_loss"),
-            "final_val_loss": self.last_row.get("val_loss"),
+            "final_train_loss": p.last_row.get("train_loss"),
+            "final_val_loss": p.last_row.get("val_loss"),
             "best_val_loss": p.best_val_loss if math.isfinite(p.best_val_loss) else None,
             "best_step": p.best_step,
             "tokens_per_s": p.train_tokens / p.train_time_s if p.train_time_s else None,
@@ -384,14 +427,5 @@ class Trainer:
             **extra,
         }
         self.tracker.finish(summary)
+        self.finished = True
         return summary
-
-
-class Diverged(Exception):
-    def __init__(self, step: int, loss: float):
-        super().__init__(
-            f"training diverged: the loss became {loss} at step {step}; "
-            f"lower optimizer.max_lr (and optimizer.base_lr) and run again"
-        )
-
-

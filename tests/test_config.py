@@ -17,10 +17,26 @@ register_configs()
 # ${hydra:runtime.cwd} only resolves inside a Hydra run, not under compose.
 PATHS = ["paths.models_dir=/tmp/drakegpt-test/models", "paths.inference_dir=/tmp/drakegpt-test/inference"]
 SCALES = {
-    "default": dict(context_length=8, batch_size=32, embedding_dim=32, num_heads=4, num_layers=3, dropout=0.1,
-                    base_lr=1e-3, max_lr=5e-3),
-    "large": dict(context_length=256, batch_size=64, embedding_dim=384, num_heads=6, num_layers=6, dropout=0.2,
-                  base_lr=3e-4, max_lr=6e-4),
+    "default": dict(
+        context_length=8,
+        batch_size=32,
+        embedding_dim=32,
+        num_heads=4,
+        num_layers=3,
+        dropout=0.1,
+        base_lr=1e-3,
+        max_lr=5e-3,
+    ),
+    "large": dict(
+        context_length=256,
+        batch_size=64,
+        embedding_dim=384,
+        num_heads=6,
+        num_layers=6,
+        dropout=0.2,
+        base_lr=3e-4,
+        max_lr=6e-4,
+    ),
 }
 
 
@@ -147,9 +163,17 @@ def test_embedding_dim_not_divisible_by_num_heads(base):
 @pytest.mark.parametrize(
     "key",
     [
-        "scale.context_length", "scale.batch_size", "scale.embedding_dim", "scale.num_heads", "scale.num_layers",
-        "train.iters", "train.eval_interval", "train.eval_iters",
-        "optimizer.base_lr", "optimizer.max_lr", "optimizer.step_size_up",
+        "scale.context_length",
+        "scale.batch_size",
+        "scale.embedding_dim",
+        "scale.num_heads",
+        "scale.num_layers",
+        "train.iters",
+        "train.eval_interval",
+        "train.eval_iters",
+        "optimizer.base_lr",
+        "optimizer.max_lr",
+        "optimizer.step_size_up",
     ],
 )
 @pytest.mark.parametrize("value", [0, -1])
@@ -204,17 +228,21 @@ def test_unknown_model_name(base):
 def test_experiment_overfitting():
     cfg = compose_cfg("experiment=overfitting", hydra_config=True)
     assert cfg.model.name == "TransformerLM" and cfg.scale.name == "large"
-    assert dict(cfg.hydra.sweeper.params) == {
-        "optimizer": "adamw_cyclic,adamw_cosine",
-        "scale.dropout": "0.2,0.35",
-        "train.patience": "0,4",
-    }
+    assert dict(cfg.hydra.sweeper.params) == {"remedy": "none,early_stopping,lr_decay,more_dropout,all"}
     typed_cfg = typed("experiment=overfitting")
     validate(typed_cfg)
     assert (typed_cfg.optimizer.base_lr, typed_cfg.optimizer.max_lr) == (3e-4, 6e-4)
-    # each swept value composes too
-    for overrides in (["optimizer=adamw_cosine"], ["scale.dropout=0.35"], ["train.patience=4"]):
-        validate(typed("experiment=overfitting", *overrides))
+    # each remedy composes and sets what it names; `all` sets the three
+    remedies = {name: typed("experiment=overfitting", f"remedy={name}") for name in
+                ("none", "early_stopping", "lr_decay", "more_dropout", "all")}
+    for remedy in remedies.values():
+        validate(remedy)
+    setting = lambda c: (c.train.patience, c.optimizer.schedule, c.scale.dropout)  # noqa: E731
+    assert setting(remedies["none"]) == (0, Schedule.cyclic, 0.2)
+    assert setting(remedies["early_stopping"]) == (4, Schedule.cyclic, 0.2)
+    assert setting(remedies["lr_decay"]) == (0, Schedule.cosine, 0.2)
+    assert setting(remedies["more_dropout"]) == (0, Schedule.cyclic, 0.35)
+    assert setting(remedies["all"]) == (4, Schedule.cosine, 0.35)
 
 
 def test_hparams_search_transformer_optuna():
@@ -228,7 +256,7 @@ def test_hparams_search_transformer_optuna():
     assert sweeper.n_trials == 20 and sweeper.n_jobs == 1
     assert "TPESampler" in sweeper.sampler._target_ and sweeper.sampler.seed == 1234
     assert dict(sweeper.params) == {
-        "optimizer.base_lr": "interval(1e-4, 3e-3)",
+        "optimizer.base_lr": "interval(1e-4, 1e-3)",
         "optimizer.max_lr": "interval(1e-3, 1e-2)",
         "scale.dropout": "choice(0.0, 0.1, 0.2, 0.3)",
     }

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from drakegpt.config import DataConfig, DataSource
-from drakegpt.data import CharVocab, build_corpus, gather, load_text, random_starts, read_lyrics_csv
+from drakegpt.data import CharVocab, build_corpus, gather, load_text, random_starts
 from drakegpt.errors import UsageError
 
 SAMPLE_ARTISTS = ["Juno Vale", "Marlow Reed", "Night Shift Choir"]
@@ -307,3 +307,19 @@ def test_kaggle_without_credentials(tmp_path, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert not any(cache.rglob("*.zip"))
+
+
+def test_a_damaged_kaggle_download_in_the_cache_is_one_line(tmp_path, monkeypatch):
+    _kaggle_env(monkeypatch, tmp_path / "home", credentials=True)
+    cache = tmp_path / "cache" / "deepshah16__song-lyrics-dataset"
+    cache.mkdir(parents=True)
+    (cache / "song-lyrics-dataset.zip").write_bytes(b"PK\x03\x04 cut off")
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
+    usage_error(excinfo, "song-lyrics-dataset.zip is damaged", "delete it")
+
+
+def test_a_csv_with_a_byte_order_mark_reads_like_any_other(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffArtist,Lyric\nJuno Vale,la la la\nMarlow Reed,oh oh\n".encode("utf-8"))
+    assert load_text(DataConfig(source=DataSource.csv, path=str(path), artist="Marlow Reed")) == "oh oh"

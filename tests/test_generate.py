@@ -40,8 +40,13 @@ def trained(tmp_path_factory) -> Trained:
     """A tiny TransformerLM trained once by run.py on the shipped sample."""
     root = tmp_path_factory.mktemp("trained")
     proc = run_py(
-        "model=TransformerLM", "train.iters=30", "train.eval_interval=10", "train.eval_iters=2", "logger=none",
-        cwd=root, env=ONE_THREAD,
+        "model=TransformerLM",
+        "train.iters=30",
+        "train.eval_interval=10",
+        "train.eval_iters=2",
+        "logger=none",
+        cwd=root,
+        env=ONE_THREAD,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     published = root / "models" / "TransformerLM_default.pt"
@@ -54,8 +59,9 @@ def trained(tmp_path_factory) -> Trained:
 def expected_text(trained: Trained, seed: int, length: int = 300) -> str:
     """What generation with run.py's defaults (prompt "\\n", temperature 1, KV cache) should print."""
     model, vocab, meta = load_model(trained.published, torch.device("cpu"))
-    ids = sample(model, vocab.encode("\n")[None], length, meta["context_length"],
-                 generator=torch.Generator().manual_seed(seed))
+    ids = sample(
+        model, vocab.encode("\n")[None], length, meta["context_length"], generator=torch.Generator().manual_seed(seed)
+    )
     return vocab.decode(ids[0].tolist())
 
 
@@ -111,8 +117,9 @@ def test_run_folder_checkpoint_and_other_seed(run, trained, tmp_path):
     last = load_model(trained.run_dir / "checkpoints" / "last.pt", torch.device("cpu"))[0].state_dict()
     assert published.keys() == last.keys() and all(torch.equal(published[k], last[k]) for k in published)
     # ... so the text differs from seed 1337's only because of the seed
-    proc = run("task=generate", "generate.length=300", f"generate.checkpoint={trained.run_dir}", "seed=7",
-               env=ONE_THREAD)
+    proc = run(
+        "task=generate", "generate.length=300", f"generate.checkpoint={trained.run_dir}", "seed=7", env=ONE_THREAD
+    )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     (saved,) = (tmp_path / "inference").iterdir()
     assert NAME.fullmatch(saved.name)
@@ -175,7 +182,7 @@ def test_cached_and_uncached_logits_agree_past_the_window(trained):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=f"{label}, step {step}")
             # and both are the last position's logits of the current window, computed whole
             with torch.no_grad():
-                full = model(seq[:, window_start(seq.shape[1], ctx):])[0][:, -1]
+                full = model(seq[:, window_start(seq.shape[1], ctx) :])[0][:, -1]
             torch.testing.assert_close(a, full, rtol=0, atol=1e-5)
             seq = torch.cat([seq, torch.multinomial(a.softmax(-1), 1, generator=gen)], dim=1)
         assert seq.shape[1] == 3 + 3 * ctx > 2 * ctx
@@ -186,8 +193,9 @@ def test_cached_and_uncached_text_agree(trained):
     for label, model, vocab_size, ctx in _models(trained):
         prompt = torch.tensor([[0, 1, 2]])
         runs = [
-            sample(model, prompt, 3 * ctx + 5, ctx, num_samples=3, kv_cache=kv,
-                   generator=torch.Generator().manual_seed(11))
+            sample(
+                model, prompt, 3 * ctx + 5, ctx, num_samples=3, kv_cache=kv, generator=torch.Generator().manual_seed(11)
+            )
             for kv in (True, False)
         ]
         assert runs[0].shape == (3, 3 + 3 * ctx + 5)
@@ -203,8 +211,9 @@ def test_greedy_and_top_k_one_are_deterministic(trained):
         assert torch.equal(greedy, sample(model, prompt, n, ctx, temperature=0))
         assert torch.equal(greedy, sample(model, prompt, n, ctx, temperature=0, kv_cache=False))
         for seed in (1, 2):
-            top1 = sample(model, prompt, n, ctx, temperature=1.0, top_k=1,
-                          generator=torch.Generator().manual_seed(seed))
+            top1 = sample(
+                model, prompt, n, ctx, temperature=1.0, top_k=1, generator=torch.Generator().manual_seed(seed)
+            )
             assert torch.equal(top1, greedy), label
         # each greedy step is the argmax of the model's logits for its window
         sampler = Sampler(model, ctx, kv_cache=False)
@@ -225,8 +234,16 @@ def _kept(logits: torch.Tensor) -> set:
 
 @pytest.mark.parametrize(
     "top_p, kept",
-    [(0.3, {1}), (0.45, {1}), (0.7, {1, 3}), (0.79, {1, 3}), (0.85, {0, 1, 3}), (0.9, {0, 1, 3}),
-     (0.99, {0, 1, 2, 3}), (1.0, {0, 1, 2, 3})],
+    [
+        (0.3, {1}),
+        (0.45, {1}),
+        (0.7, {1, 3}),
+        (0.79, {1, 3}),
+        (0.85, {0, 1, 3}),
+        (0.9, {0, 1, 3}),
+        (0.99, {0, 1, 2, 3}),
+        (1.0, {0, 1, 2, 3}),
+    ],
 )
 def test_top_p_keeps_smallest_set_reaching_p(top_p, kept):
     logits = PROBS.log()
@@ -298,3 +315,8 @@ def test_checkpoint_whose_shape_does_not_fit(trained, tmp_path):
     checkpoint.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(UsageError, match="not a DrakeGPT checkpoint"):
         load_model(other, torch.device("cpu"))
+
+
+def test_empty_prompt(run, trained):
+    proc = run("task=generate", f"paths.models_dir={trained.models}", "generate.prompt=''", env=ONE_THREAD)
+    one_line_error(proc, "generate.prompt is empty")

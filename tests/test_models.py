@@ -12,7 +12,8 @@ from drakegpt.config import Attention, DataConfig, DataSource
 from drakegpt.data import CharVocab, load_text
 from drakegpt.models import MODELS, KVCache, ModelConfig, build_model, count_parameters
 from drakegpt.models import attention
-from drakegpt.models.attention import CausalAttentionWithDropout
+from drakegpt.models import cpu_attention
+from drakegpt.models.cpu_attention import CausalAttentionWithDropout
 
 VOCAB = 80  # distinct characters of Drake.csv (checked against the file below)
 NAMES = list(MODELS)
@@ -199,9 +200,9 @@ def reference_attention(q, k, v, p):
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     weights = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
     drop = torch.zeros(BH, T, T, dtype=torch.bool)
-    for start in range(0, T, attention._CPU_QUERY_BLOCK):
-        end = min(start + attention._CPU_QUERY_BLOCK, T)
-        drop[:, start:end, :end] = attention._drop_mask(torch.empty(BH, end - start, end, dtype=q.dtype), p)
+    for start in range(0, T, cpu_attention._QUERY_BLOCK):
+        end = min(start + cpu_attention._QUERY_BLOCK, T)
+        drop[:, start:end, :end] = cpu_attention.drop_mask(torch.empty(BH, end - start, end, dtype=q.dtype), p)
     return (weights.masked_fill(drop, 0.0) / (1.0 - p)) @ v
 
 
@@ -249,15 +250,15 @@ def test_cpu_dropout_attention_keeps_one_minus_p():
 
 def test_cpu_dropout_attention_gradcheck_without_dropout():
     gen = torch.Generator().manual_seed(0)
-    T = attention._CPU_QUERY_BLOCK + 6  # two query blocks
+    T = cpu_attention._QUERY_BLOCK + 6  # two query blocks
     q, k, v = (torch.randn(2, T, 3, dtype=torch.float64, generator=gen, requires_grad=True) for _ in range(3))
     assert torch.autograd.gradcheck(lambda q, k, v: CausalAttentionWithDropout.apply(q, k, v, 0.0), (q, k, v))
 
 
 def test_fast_module_takes_cpu_path_and_matches_reference():
     """CausalSelfAttention (fast, training, big enough) goes through the custom path with the same numbers."""
-    B, H, C, T = 2, 4, 32, 512  # B*H*T*T = 2**21 >= _CPU_CUSTOM_ATTENTION_MIN
-    assert B * H * T * T >= attention._CPU_CUSTOM_ATTENTION_MIN
+    B, H, C, T = 2, 4, 32, 512  # B*H*T*T = 2**21 >= _CUSTOM_ATTENTION_MIN
+    assert B * H * T * T >= cpu_attention._CUSTOM_ATTENTION_MIN
     torch.manual_seed(0)
     layer = attention.CausalSelfAttention(C, H, dropout=0.2, projection=False, impl=Attention.fast).double().train()
     x = torch.randn(B, T, C, dtype=torch.float64)
@@ -270,27 +271,26 @@ def test_fast_module_takes_cpu_path_and_matches_reference():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# attention.dropout
+# cpu_attention.fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_cheap_cpu_dropout_mask(p):
-    x = torch.ones(2 * attention._CPU_CHEAP_MASK_MIN)
-    assert x.numel() >= attention._CPU_CHEAP_MASK_MIN
+    x = torch.ones(2 * cpu_attention._CHEAP_MASK_MIN)
+    assert x.numel() >= cpu_attention._CHEAP_MASK_MIN
     torch.manual_seed(0)
-    y = attention.dropout(x, p, training=True, fast=True)
+    y = cpu_attention.fast_dropout(x, p, training=True)
     dropped = y == 0
     assert abs(dropped.float().mean().item() - p) <= 0.005
     torch.testing.assert_close(y[~dropped], torch.full_like(y[~dropped], 1.0 / (1.0 - p)))
     # a second call draws a different mask
-    assert not torch.equal(attention.dropout(x, p, training=True, fast=True) == 0, dropped)
+    assert not torch.equal(cpu_attention.fast_dropout(x, p, training=True) == 0, dropped)
 
 
 def test_dropout_is_identity_when_not_training():
-    x = torch.randn(attention._CPU_CHEAP_MASK_MIN)
-    assert torch.equal(attention.dropout(x, 0.5, training=False, fast=True), x)
-    assert torch.equal(attention.dropout(x, 0.5, training=False, fast=False), x)
-    assert torch.equal(attention.dropout(x, 0.0, training=True, fast=True), x)
+    x = torch.randn(cpu_attention._CHEAP_MASK_MIN)
+    assert torch.equal(cpu_attention.fast_dropout(x, 0.5, training=False), x)
+    assert torch.equal(cpu_attention.fast_dropout(x, 0.0, training=True), x)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,8 +22,17 @@ from conftest import QUICK, ROOT, read_summary, run_py
 
 MODELS = ["BigramLM", "SingleHeadAttentionLM", "MultiHeadAttentionLM", "BlocksLM", "ResidualBlocksLM", "TransformerLM"]
 REPORT_FILES = ["comparison.csv", "summary.md", "train_loss.png", "val_loss.png"]
-CSV_COLUMNS = ["model", "scale", "params", "final_train_loss", "final_val_loss", "best_val_loss",
-               "tokens_per_s", "wall_s", "status"]
+CSV_COLUMNS = [
+    "model",
+    "scale",
+    "params",
+    "final_train_loss",
+    "final_val_loss",
+    "best_val_loss",
+    "tokens_per_s",
+    "wall_s",
+    "status",
+]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # One torch thread per job: with other work on the machine's two cores, two OpenMP threads per job
 # were measured up to 100x slower per iteration (each parallel region waits for a descheduled thread).
@@ -104,11 +113,11 @@ def wandb_records(path: Path):
         if left < 7:  # a block's tail too short for a record header is padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:
             pos += left
             continue
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 1:  # FULL
             yield chunk
         elif kind == 2:  # FIRST
@@ -149,7 +158,9 @@ def seeds(tmp_path_factory):
     first, sweep_dir = sweep(tmp, *overrides)
     assert first.returncode == 0, output(first)
     report = {name: (sweep_dir / name).read_bytes() for name in ("comparison.csv", "summary.md")}
-    files = [f for d in job_dirs(sweep_dir) for f in (d / "metrics.csv", d / "summary.json", d / "checkpoints" / "last.pt")]
+    files = [
+        f for d in job_dirs(sweep_dir) for f in (d / "metrics.csv", d / "summary.json", d / "checkpoints" / "last.pt")
+    ]
     before = snapshot(files)
     time.sleep(0.05)  # a rewrite within the same clock tick could keep the mtime
     again, _ = sweep(tmp, *overrides)
@@ -160,7 +171,9 @@ def seeds(tmp_path_factory):
 def failing(tmp_path_factory):
     """Four jobs: num_heads=3 fails validation (32 % 3), max_lr=1e6 diverges, the fourth finishes ok."""
     tmp = tmp_path_factory.mktemp("failing")
-    result, sweep_dir = sweep(tmp, "model=MultiHeadAttentionLM", "scale.num_heads=3,4", "optimizer.max_lr=5e-3,1e6", *FAST)
+    result, sweep_dir = sweep(
+        tmp, "model=MultiHeadAttentionLM", "scale.num_heads=3,4", "optimizer.max_lr=5e-3,1e6", *FAST
+    )
     return result, sweep_dir
 
 
@@ -197,13 +210,21 @@ def test_glob_sweeps_all_six_models_and_writes_the_report(all_models):
 
 
 def test_scale_sweep_gives_a_row_and_a_panel_per_preset(tmp_path, all_models):
-    result, sweep_dir = sweep(tmp_path, "model=BigramLM,MultiHeadAttentionLM", "scale=default,large",
-                              "train.iters=2", "train.eval_interval=1", "train.eval_iters=1", "logger=none",
-                              ONE_THREAD)
+    result, sweep_dir = sweep(
+        tmp_path,
+        "model=BigramLM,MultiHeadAttentionLM",
+        "scale=default,large",
+        "train.iters=2",
+        "train.eval_interval=1",
+        "train.eval_iters=1",
+        "logger=none",
+        ONE_THREAD,
+    )
     assert result.returncode == 0, output(result)
     table = assert_report(sweep_dir, 4)
     assert sorted((r["model"], r["scale"]) for r in table) == sorted(
-        (m, s) for m in ("BigramLM", "MultiHeadAttentionLM") for s in ("default", "large"))
+        (m, s) for m in ("BigramLM", "MultiHeadAttentionLM") for s in ("default", "large")
+    )
     assert {r["status"] for r in table} == {"ok"}
     large = {r["model"]: int(float(r["params"])) for r in table if r["scale"] == "large"}
     default = {r["model"]: int(float(r["params"])) for r in table if r["scale"] == "default"}
@@ -294,8 +315,15 @@ def _eval_steps(metrics: Path) -> List[int]:
 
 def test_cut_off_sweep_resumes_the_interrupted_job_exactly(tmp_path):
     iters, every = 200, 50
-    overrides = ["model=TransformerLM", "seed=1,2", f"train.iters={iters}", f"train.eval_interval={every}",
-                 "train.eval_iters=2", "logger=none", ONE_THREAD]
+    overrides = [
+        "model=TransformerLM",
+        "seed=1,2",
+        f"train.iters={iters}",
+        f"train.eval_interval={every}",
+        "train.eval_iters=2",
+        "logger=none",
+        ONE_THREAD,
+    ]
     sweep_dir = tmp_path / "cut"
     proc = _popen_sweep(tmp_path, [*overrides, f"hydra.sweep.dir={sweep_dir}"], tmp_path / "cut.log")
     try:
@@ -305,11 +333,16 @@ def test_cut_off_sweep_resumes_the_interrupted_job_exactly(tmp_path):
             found = [d for d in sweep_dir.glob("*seed=2*") if d.is_dir()]
             second = found[0] if found else None
             # The first job is done and the second has evaluated and checkpointed past step 0.
-            if second is not None and every in _eval_steps(second / "metrics.csv") \
-                    and (second / "checkpoints" / "last.pt").is_file():
+            if (
+                second is not None
+                and every in _eval_steps(second / "metrics.csv")
+                and (second / "checkpoints" / "last.pt").is_file()
+            ):
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, "the sweep ended before it could be interrupted:\n" + (tmp_path / "cut.log").read_text()
+        assert proc.poll() is None, (
+            "the sweep ended before it could be interrupted:\n" + (tmp_path / "cut.log").read_text()
+        )
         time.sleep(0.05)  # most likely between two evaluations; at one is fine too
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
@@ -342,8 +375,9 @@ def test_cut_off_sweep_resumes_the_interrupted_job_exactly(tmp_path):
     assert len(table) == 2 and {r["status"] for r in table} == {"ok"}
 
     # The same job run straight through, in another sweep folder: the same numbers, to the last bit.
-    straight_result, straight_dir = sweep(tmp_path, *[o if o != "seed=1,2" else "seed=2" for o in overrides],
-                                          name="straight")
+    straight_result, straight_dir = sweep(
+        tmp_path, *[o if o != "seed=1,2" else "seed=2" for o in overrides], name="straight"
+    )
     assert straight_result.returncode == 0, output(straight_result)
     straight_job = straight_dir / second.name
     straight = read_summary(straight_job)
@@ -360,10 +394,14 @@ def test_cut_off_sweep_resumes_the_interrupted_job_exactly(tmp_path):
 # ------------------------------------------------------------------------------------------ 4. launchers
 
 
-@pytest.mark.parametrize("launcher", [
-    ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-    ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
-], ids=["joblib", "submitit_local"])
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
+    ],
+    ids=["joblib", "submitit_local"],
+)
 def test_other_launchers_write_the_same_report(tmp_path, launcher):
     # joblib: no train.threads, so that the launcher's share of the cores is what the jobs get.
     threads = [] if "joblib" in launcher[0] else [ONE_THREAD]
@@ -407,8 +445,9 @@ def test_report_cli_rebuilds_the_files_from_a_sweep_folder(tmp_path, all_models)
     shutil.copytree(original, copy)
     for name in REPORT_FILES:
         (copy / name).unlink()
-    cli = subprocess.run([sys.executable, "-m", "drakegpt.report", str(copy)], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    cli = subprocess.run(
+        [sys.executable, "-m", "drakegpt.report", str(copy)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert cli.returncode == 0, output(cli)
     assert_report(copy, 6)
     assert (copy / "comparison.csv").read_text() == (original / "comparison.csv").read_text()
@@ -418,8 +457,9 @@ def test_report_cli_rebuilds_the_files_from_a_sweep_folder(tmp_path, all_models)
 def test_report_cli_on_a_folder_without_jobs_fails_with_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    cli = subprocess.run([sys.executable, "-m", "drakegpt.report", str(empty)], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    cli = subprocess.run(
+        [sys.executable, "-m", "drakegpt.report", str(empty)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert cli.returncode != 0, output(cli)
     lines = [line for line in cli.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, cli.stderr
@@ -450,3 +490,15 @@ def test_wandb_runs_of_one_sweep_share_a_group(tmp_path):
     assert len(set(ids)) == 2, ids
     assert groups[0] == groups[1] != "", groups
     assert groups[0] == str(sweep_dir)  # null logger.group: the sweep's folder
+
+
+def test_two_jobs_in_one_folder_fail_loudly_instead_of_hiding(tmp_path):
+    # data.path stays out of folder names (it would nest folders), so sweeping it maps both jobs to one folder.
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / name).write_text("Artist,Lyric\n" + f"X,{name} la di da dum\n" * 400)
+    result, sweep_dir = sweep(tmp_path, *FAST, "model=BigramLM", "data=csv", "data.path=a.csv,b.csv")
+    assert result.returncode != 0, output(result)
+    statuses = sorted(r["status"] for r in rows(sweep_dir))
+    assert statuses == ["failed", "ok"], rows(sweep_dir)
+    refused = next(r for r in rows(sweep_dir) if r["status"] == "failed")
+    assert refused["job"].endswith("(refused)") and "different config" in refused["error"]

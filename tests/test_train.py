@@ -2,7 +2,6 @@
 
 import csv
 import hashlib
-import math
 import signal
 import subprocess
 import sys
@@ -42,7 +41,9 @@ def test_run_writes_metrics_summary_checkpoint_and_offline_wandb(run, tmp_path):
 
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["progress"]["step"] == 20
-    assert {"model_state", "optimizer_state", "schedule_state", "batches_rng", "torch_rng", "config", "vocab"} <= set(state)
+    assert {"model_state", "optimizer_state", "schedule_state", "batches_rng", "torch_rng", "config", "vocab"} <= set(
+        state
+    )
     assert state["config"]["model"]["name"] == "TransformerLM"
 
     published = torch.load(tmp_path / "models" / "TransformerLM_default.pt", weights_only=True)
@@ -55,7 +56,9 @@ def test_run_writes_metrics_summary_checkpoint_and_offline_wandb(run, tmp_path):
 
 def test_training_on_the_sample_corpus_lowers_the_val_loss(run, tmp_path):
     out = tmp_path / "run"
-    result = run("train.iters=300", "train.eval_interval=100", "train.eval_iters=10", "logger=none", f"hydra.run.dir={out}")
+    result = run(
+        "train.iters=300", "train.eval_interval=100", "train.eval_iters=10", "logger=none", f"hydra.run.dir={out}"
+    )
     assert result.returncode == 0, result.stderr
     val = [float(r["val_loss"]) for r in metrics(out)]
     assert val[-1] < val[0] - 0.5
@@ -149,8 +152,16 @@ def test_kill_9_while_saving_never_leaves_an_unloadable_checkpoint(tmp_path):
 
 def test_a_diverging_run_stops_with_status_diverged_and_keeps_the_good_checkpoint(run, tmp_path):
     out = tmp_path / "run"
-    result = run("model=BigramLM", "optimizer.base_lr=1e6", "optimizer.max_lr=1e6", "train.iters=40",
-                 "train.eval_interval=5", "train.eval_iters=2", "logger=none", f"hydra.run.dir={out}")
+    result = run(
+        "model=BigramLM",
+        "optimizer.base_lr=1e6",
+        "optimizer.max_lr=1e6",
+        "train.iters=40",
+        "train.eval_interval=5",
+        "train.eval_iters=2",
+        "logger=none",
+        f"hydra.run.dir={out}",
+    )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "diverged" in lines[0] and "optimizer.max_lr" in lines[0]
@@ -163,9 +174,18 @@ def test_a_diverging_run_stops_with_status_diverged_and_keeps_the_good_checkpoin
 def test_patience_stops_early_and_publishes_the_best_weights(run, tmp_path):
     out = tmp_path / "run"
     # A learning rate too small to move fp32 weights: the val loss never improves after step 0.
-    result = run("model=BigramLM", "optimizer.base_lr=1e-12", "optimizer.max_lr=1e-12", "optimizer.weight_decay=0",
-                 "train.iters=200", "train.eval_interval=10", "train.eval_iters=2", "train.patience=2",
-                 "logger=none", f"hydra.run.dir={out}")
+    result = run(
+        "model=BigramLM",
+        "optimizer.base_lr=1e-12",
+        "optimizer.max_lr=1e-12",
+        "optimizer.weight_decay=0",
+        "train.iters=200",
+        "train.eval_interval=10",
+        "train.eval_iters=2",
+        "train.patience=2",
+        "logger=none",
+        f"hydra.run.dir={out}",
+    )
     assert result.returncode == 0, result.stderr
     summary = read_summary(out)
     assert summary["stopped_early"] is True and summary["steps"] == 20 and summary["best_step"] == 0
@@ -231,3 +251,28 @@ def test_bad_input_gets_one_line_a_nonzero_exit_and_touches_nothing(workspace, o
     assert "Traceback" not in result.stdout
     assert (_tree_digest(workspace / "earlier"), _tree_digest(workspace / "models")) == before
     assert not (workspace / "bad" / "checkpoints").exists()
+
+
+def test_a_run_cut_between_its_last_checkpoint_and_its_summary_resumes_to_the_same_end(run, tmp_path):
+    out = tmp_path / "run"
+    args = ["model=BigramLM", "train.iters=40", "train.eval_interval=10", "train.eval_iters=2", "logger=none"]
+    assert run(*args, f"hydra.run.dir={out}").returncode == 0
+    finished = read_summary(out)
+    (out / "summary.json").unlink()  # as if killed right after the final checkpoint
+    resumed = run(*args, f"hydra.run.dir={out}", "train.resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    again = read_summary(out)
+    assert again["status"] == "ok" and again["steps"] == 40
+    assert again["final_val_loss"] == finished["final_val_loss"]
+
+
+def test_an_early_stopped_run_stays_stopped_when_resumed(run, tmp_path):
+    out = tmp_path / "run"
+    args = ["model=BigramLM", "optimizer.base_lr=1e-12", "optimizer.max_lr=1e-12", "optimizer.weight_decay=0",
+            "train.iters=200", "train.eval_interval=10", "train.eval_iters=2", "train.patience=2", "logger=none"]
+    assert run(*args, f"hydra.run.dir={out}").returncode == 0
+    (out / "summary.json").unlink()
+    assert run(*args, f"hydra.run.dir={out}", "train.resume=true").returncode == 0
+    summary = read_summary(out)
+    assert summary["steps"] == 20 and summary["stopped_early"] is True
+    assert [int(r["step"]) for r in metrics(out)] == [0, 10, 20]

@@ -5,8 +5,10 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from drakegpt.config import Attention
-from drakegpt.models.attention import LayerCache, dropout, make_attention
+import torch.nn.functional as F
+
+from drakegpt.models.attention import Attention, LayerCache, make_attention
+from drakegpt.models.cpu_attention import fast_dropout
 
 
 class Block(nn.Module):
@@ -24,26 +26,24 @@ class Block(nn.Module):
 class FeedForward(nn.Module):
     """Linear up to 4x the width, ReLU, Linear back down, then dropout."""
 
-    def __init__(self, embedding_dim: int, dropout: float = 0.0, impl: Attention = Attention.fast):
+    def __init__(self, embedding_dim: int, dropout: float = 0.0, cheap_cpu_dropout: bool = True):
         super().__init__()
         self.up = nn.Linear(embedding_dim, 4 * embedding_dim)
         self.down = nn.Linear(4 * embedding_dim, embedding_dim)
-        self.dropout = dropout
-        self.fast_dropout = impl is Attention.fast
+        self.p = dropout
+        self.dropout = fast_dropout if cheap_cpu_dropout else F.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(self.down(torch.relu(self.up(x))), self.dropout, self.training, self.fast_dropout)
+        return self.dropout(self.down(torch.relu(self.up(x))), self.p, self.training)
 
 
 class ResidualBlock(nn.Module):
     """Adds residual connections, a projection after attention and the 4x feed-forward."""
 
-    def __init__(
-        self, embedding_dim: int, num_heads: int, context_length: int, impl: Attention, dropout: float = 0.0
-    ):
+    def __init__(self, embedding_dim: int, num_heads: int, context_length: int, impl: Attention, dropout: float = 0.0):
         super().__init__()
         self.attention = make_attention(embedding_dim, num_heads, context_length, dropout, True, impl)
-        self.feed_forward = FeedForward(embedding_dim, dropout, impl)
+        self.feed_forward = FeedForward(embedding_dim, dropout, cheap_cpu_dropout=impl is Attention.fast)
 
     def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None) -> torch.Tensor:
         x = x + self.attention(x, cache)

@@ -11,8 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from drakegpt.config import Attention
-from drakegpt.models.attention import KVCache, make_attention
+from drakegpt.models.attention import Attention, KVCache, make_attention
 from drakegpt.models.blocks import Block, ResidualBlock, TransformerBlock
 
 Output = Tuple[torch.Tensor, Optional[torch.Tensor]]

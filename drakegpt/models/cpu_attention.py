@@ -1,0 +1,86 @@
+"""The CPU fast path for training with dropout: cheap dropout masks and causal attention in large ops.
+
+On a CPU, PyTorch's `scaled_dot_product_attention` with dropout falls back to a T×T math path (~30 small
+ops each way) and draws masks with a slow Bernoulli sampler. Measured on a 2-core CPU at the large preset,
+what is here trains TransformerLM 1.5x faster than that, with the same dropout semantics (p is rounded to
+a multiple of 1/65536). Below the measured crossovers PyTorch's own ops are as fast or faster.
+"""
+
+import torch
+import torch.nn.functional as F
+
+_QUERY_BLOCK = 64
+_CHEAP_MASK_MIN = 2**17  # elements of a tensor to drop out
+_CUSTOM_ATTENTION_MIN = 2**20  # elements of the (B, H, T, T) attention weights
+_CAUSAL_BIAS = {}
+
+
+def use_cpu_attention(device: torch.device, weights_numel: int) -> bool:
+    return device.type == "cpu" and weights_numel >= _CUSTOM_ATTENTION_MIN
+
+
+def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout; large CPU tensors get the cheap mask."""
+    if not training or p == 0:
+        return x
+    if x.device.type == "cpu" and x.numel() >= _CHEAP_MASK_MIN:
+        return x.masked_fill(drop_mask(x, p), 0.0) * (1.0 / (1.0 - p))
+    return F.dropout(x, p, training=True)
+
+
+def drop_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """True where x is dropped. Four 16-bit lanes per 64-bit draw: ~5x cheaper than bernoulli_ on a CPU."""
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    lanes = words.view(torch.int16)[:n].view(x.shape)
+    return lanes < -32768 + round(p * 65536)
+
+
+def _causal_bias(T: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    key = (T, device, dtype)
+    if key not in _CAUSAL_BIAS:
+        _CAUSAL_BIAS[key] = torch.full((T, T), float("-inf"), device=device, dtype=dtype).triu(1)
+    return _CAUSAL_BIAS[key]
+
+
+class CausalAttentionWithDropout(torch.autograd.Function):
+    """Causal attention with dropout on the weights, for training on a CPU, in a few large ops.
+
+    Each block of 64 queries only meets the keys at or before it (the masked upper triangle is skipped),
+    the mask comes from drop_mask, and the backward pass is written out from the saved weights and masks.
+    q, k, v: (batch·heads, T, D), contiguous.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+        T, scale, keep = q.shape[1], q.shape[2] ** -0.5, 1.0 / (1.0 - p)
+        bias = _causal_bias(T, q.device, q.dtype)
+        outputs, saved = [], []
+        for start in range(0, T, _QUERY_BLOCK):
+            end = min(start + _QUERY_BLOCK, T)
+            scores = torch.baddbmm(bias[start:end, :end], q[:, start:end], k[:, :end].transpose(1, 2), alpha=scale)
+            weights = scores.softmax(dim=-1)
+            drop = drop_mask(weights, p)
+            outputs.append(torch.bmm(weights.masked_fill(drop, 0.0), v[:, :end]).mul_(keep))
+            saved += [weights, drop]
+        ctx.save_for_backward(q, k, v, *saved)
+        ctx.p = p
+        return torch.cat(outputs, dim=1)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_y: torch.Tensor):
+        q, k, v, *saved = ctx.saved_tensors
+        grad_y = grad_y.contiguous()  # CPU bmm on a strided batch falls back to one small matmul per item
+        T, scale, keep = q.shape[1], q.shape[2] ** -0.5, 1.0 / (1.0 - ctx.p)
+        grad_q, grad_k, grad_v = [], torch.zeros_like(k), torch.zeros_like(v)
+        for i, start in enumerate(range(0, T, _QUERY_BLOCK)):
+            end = min(start + _QUERY_BLOCK, T)
+            weights, drop, g = saved[2 * i], saved[2 * i + 1], grad_y[:, start:end]
+            grad_v[:, :end].baddbmm_(weights.masked_fill(drop, 0.0).transpose(1, 2), g, alpha=keep)
+            grad_weights = torch.bmm(g, v[:, :end].transpose(1, 2)).masked_fill_(drop, 0.0)
+            grad_scores = torch.ops.aten._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
+            grad_q.append(torch.bmm(grad_scores, k[:, :end]).mul_(scale * keep))
+            grad_k[:, :end].baddbmm_(grad_scores.transpose(1, 2), q[:, start:end], alpha=scale * keep)
+        return torch.cat(grad_q, dim=1), grad_k, grad_v, None
