@@ -29,7 +29,7 @@ from drakegpt.data import build_corpus, gather, random_starts
 from drakegpt.generate import sample
 from drakegpt.models import MODELS, ModelConfig, build_model
 from drakegpt.optim import build_optimizer
-from drakegpt.runtime import autocast, resolve_device, resolve_precision
+from drakegpt.runtime import autocast, resolve_device, resolve_precision, set_threads
 from drakegpt.train import evaluate
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -337,8 +337,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time the fast path with train.compile=true")
     parser.add_argument("--precision-check", type=int, default=0, metavar="ITERS")
     parser.add_argument("--precision-scale", default="default")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=Path("bench"))
     args = parser.parse_args(argv)
+    set_threads(args.threads)
     device = resolve_device(args.device)
     source = (
         DataConfig(source=DataSource.csv, path=str(args.data)) if args.data else DataConfig(source=DataSource.sample)
