@@ -143,7 +143,7 @@ def kaggle_csv(cfg: DataConfig) -> Path:
 
 
 def _download(dataset: str, cache: Path) -> None:
-    hint = "or train on a downloaded file with data=csv data.path=/path/to/Drake.csv"
+    hint = "train on a downloaded file with data=csv data.path=/path/to/Drake.csv"
     # Importing kaggle prints a page of help when no credentials are found; we say it in one line.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
@@ -154,13 +154,15 @@ def _download(dataset: str, cache: Path) -> None:
         except (Exception, SystemExit):
             raise UsageError(
                 f"Kaggle is not authenticated: put your API token in ~/.kaggle/kaggle.json "
-                f"(kaggle.com > Settings > API), {hint}"
+                f"(kaggle.com > Settings > API), or {hint}"
             ) from None
         cache.mkdir(parents=True, exist_ok=True)
         try:
             api.dataset_download_files(dataset, path=str(cache), quiet=True, unzip=False)
         except (Exception, SystemExit) as e:
-            raise UsageError(f"could not download {dataset} from Kaggle ({type(e).__name__}); {hint}") from None
+            raise UsageError(
+                f"could not download {dataset} from Kaggle ({type(e).__name__}): check the network, or {hint}"
+            ) from None
 
 
 def build_corpus(cfg: DataConfig, context_length: int) -> Corpus:
