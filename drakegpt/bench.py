@@ -81,10 +81,7 @@ class Setup:
         self.T, self.B = scale["context_length"], scale["batch_size"]
         self.precision = resolve_precision(path.precision, device)
         torch.manual_seed(0)
-        shape = {k: scale[k] for k in ("context_length", "embedding_dim", "num_heads", "num_layers", "dropout")}
-        self.model = build_model(model_name, ModelConfig(vocab_size=vocab, attention=path.attention, **shape)).to(
-            device
-        )
+        self.model = build_model(model_name, ModelConfig.from_preset(scale, vocab, path.attention)).to(device)
         opt = OptimizerConfig(
             schedule=Schedule.cyclic,
             base_lr=scale["base_lr"],

@@ -121,17 +121,13 @@ def load_model(path: Path, device: torch.device) -> Tuple[nn.Module, CharVocab, 
         raise UsageError(
             f"{path} is not a DrakeGPT checkpoint; point generate.checkpoint at a .pt file written by run.py"
         )
-    if state.get("kind") == "model":
-        name, scale, shape = state["model"], state["scale"], dict(state["model_config"])
-    else:
-        config = state["config"]
-        name, scale, s = config["model"]["name"], config["scale"]["name"], config["scale"]
-        shape = {k: s[k] for k in ("context_length", "embedding_dim", "num_heads", "num_layers", "dropout")}
-        shape.update(vocab_size=len(state["vocab"]), attention=config["model"]["attention"])
+    config = state["config"]
+    name, scale = config["model"]["name"], config["scale"]["name"]
     # fast and sdpa share their weights and only fast has the KV cache; naive weights need naive heads.
-    shape["attention"] = Attention.naive if shape.get("attention") == "naive" else Attention.fast
+    attention = Attention.naive if config["model"]["attention"] == "naive" else Attention.fast
     try:
-        model = build_model(name, ModelConfig(**shape))
+        shape = ModelConfig.from_preset(config["scale"], len(state["vocab"]), attention)
+        model = build_model(name, shape)
         model.load_state_dict(state["model_state"])
     except (KeyError, TypeError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
@@ -141,7 +137,7 @@ def load_model(path: Path, device: torch.device) -> Tuple[nn.Module, CharVocab, 
     return (
         model.to(device),
         CharVocab(state["vocab"]),
-        {"model": name, "scale": scale, "context_length": shape["context_length"]},
+        {"model": name, "scale": scale, "context_length": shape.context_length},
     )
 
 

@@ -95,16 +95,7 @@ def fingerprint(config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def model_config(cfg: RunConfig, vocab_size: int) -> ModelConfig:
-    s = cfg.scale
-    return ModelConfig(
-        vocab_size=vocab_size,
-        context_length=s.context_length,
-        embedding_dim=s.embedding_dim,
-        num_heads=s.num_heads,
-        num_layers=s.num_layers,
-        dropout=s.dropout,
-        attention=cfg.model.attention,
-    )
+    return ModelConfig.from_preset(cfg.scale, vocab_size, cfg.model.attention)
 
 
 @torch.inference_mode()
@@ -122,13 +113,12 @@ def evaluate(model, data: torch.Tensor, starts: torch.Tensor, context_length: in
 
 
 def publish(path: Path, model, cfg: RunConfig, corpus: Corpus, step: int, val_loss: float, resolved: Dict) -> None:
-    """Weights, model shape and vocabulary: all that sampling needs, without the training text."""
+    """Weights, vocabulary and config (the model's shape): all that sampling needs, without the training text."""
     checkpoint.save(
         {
             "kind": "model",
             "model": cfg.model.name,
             "scale": cfg.scale.name,
-            "model_config": _plain(asdict(model_config(cfg, len(corpus.vocab)))),
             "vocab": corpus.vocab.chars,
             "model_state": model.state_dict(),
             "step": step,
@@ -137,10 +127,6 @@ def publish(path: Path, model, cfg: RunConfig, corpus: Corpus, step: int, val_lo
         },
         path,
     )
-
-
-def _plain(d: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: getattr(v, "value", v) for k, v in d.items()}
 
 
 class Trainer:

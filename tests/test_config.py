@@ -233,8 +233,10 @@ def test_experiment_overfitting():
     validate(typed_cfg)
     assert (typed_cfg.optimizer.base_lr, typed_cfg.optimizer.max_lr) == (3e-4, 6e-4)
     # each remedy composes and sets what it names; `all` sets the three
-    remedies = {name: typed("experiment=overfitting", f"remedy={name}") for name in
-                ("none", "early_stopping", "lr_decay", "more_dropout", "all")}
+    remedies = {
+        name: typed("experiment=overfitting", f"remedy={name}")
+        for name in ("none", "early_stopping", "lr_decay", "more_dropout", "all")
+    }
     for remedy in remedies.values():
         validate(remedy)
     setting = lambda c: (c.train.patience, c.optimizer.schedule, c.scale.dropout)  # noqa: E731

@@ -303,7 +303,7 @@ def test_corrupted_checkpoint(run, trained, tmp_path):
 def test_checkpoint_whose_shape_does_not_fit(trained, tmp_path):
     state = checkpoint.load(trained.published)
     assert state["kind"] == "model" and state["model"] == "TransformerLM"
-    state["model_config"] = {**state["model_config"], "embedding_dim": 64}
+    state["config"]["scale"]["embedding_dim"] = 64
     wrong = tmp_path / "wrong_shape.pt"
     checkpoint.save(state, wrong)
     with pytest.raises(UsageError) as excinfo:

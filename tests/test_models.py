@@ -46,19 +46,9 @@ def preset(scale: str):
 
 
 def model_config(scale: str, vocab_size: int = VOCAB, impl: Attention = Attention.fast) -> ModelConfig:
-    s = preset(scale)
-    return ModelConfig(
-        vocab_size=vocab_size,
-        context_length=s.context_length,
-        embedding_dim=s.embedding_dim,
-        num_heads=s.num_heads,
-        num_layers=s.num_layers,
-        dropout=s.dropout,
-        attention=impl,
-    )
+    return ModelConfig.from_preset(preset(scale), vocab_size, impl)
 
 
-@functools.lru_cache(maxsize=None)
 def drake_vocab_size(path: str) -> int:
     return len(CharVocab.from_text(load_text(DataConfig(source=DataSource.csv, path=path))))
 

@@ -47,7 +47,7 @@ def test_run_writes_metrics_summary_checkpoint_and_offline_wandb(run, tmp_path):
     assert state["config"]["model"]["name"] == "TransformerLM"
 
     published = torch.load(tmp_path / "models" / "TransformerLM_default.pt", weights_only=True)
-    assert published["vocab"] == state["vocab"] and published["model_config"]["embedding_dim"] == 32
+    assert published["vocab"] == state["vocab"] and published["config"]["scale"]["embedding_dim"] == 32
 
     wandb_runs = list((out / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 1 and list(wandb_runs[0].glob("run-*.wandb"))
@@ -268,8 +268,17 @@ def test_a_run_cut_between_its_last_checkpoint_and_its_summary_resumes_to_the_sa
 
 def test_an_early_stopped_run_stays_stopped_when_resumed(run, tmp_path):
     out = tmp_path / "run"
-    args = ["model=BigramLM", "optimizer.base_lr=1e-12", "optimizer.max_lr=1e-12", "optimizer.weight_decay=0",
-            "train.iters=200", "train.eval_interval=10", "train.eval_iters=2", "train.patience=2", "logger=none"]
+    args = [
+        "model=BigramLM",
+        "optimizer.base_lr=1e-12",
+        "optimizer.max_lr=1e-12",
+        "optimizer.weight_decay=0",
+        "train.iters=200",
+        "train.eval_interval=10",
+        "train.eval_iters=2",
+        "train.patience=2",
+        "logger=none",
+    ]
     assert run(*args, f"hydra.run.dir={out}").returncode == 0
     (out / "summary.json").unlink()
     assert run(*args, f"hydra.run.dir={out}", "train.resume=true").returncode == 0

@@ -5,7 +5,7 @@ cross-entropy in nats. Each class is the previous one plus one idea.
 """
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,13 @@ class ModelConfig:
     num_layers: int = 3
     dropout: float = 0.1
     attention: Attention = Attention.fast
+
+    @classmethod
+    def from_preset(cls, preset, vocab_size: int, attention: Attention = Attention.fast) -> "ModelConfig":
+        """From a scale preset: a mapping or an object with the five shape fields (extra fields are ignored)."""
+        get = preset.__getitem__ if isinstance(preset, Mapping) else preset.__getattribute__
+        shape = {k: get(k) for k in ("context_length", "embedding_dim", "num_heads", "num_layers", "dropout")}
+        return cls(vocab_size=vocab_size, attention=attention, **shape)
 
 
 def _loss(logits: torch.Tensor, targets: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
