@@ -171,21 +171,23 @@ def test_a_diverging_run_stops_with_status_diverged_and_keeps_the_good_checkpoin
     assert all(torch.isfinite(t).all() for t in state["model_state"].values())
 
 
+# A learning rate too small to move fp32 weights: the val loss never improves after step 0.
+NO_PROGRESS = [
+    "model=BigramLM",
+    "optimizer.base_lr=1e-12",
+    "optimizer.max_lr=1e-12",
+    "optimizer.weight_decay=0",
+    "train.iters=200",
+    "train.eval_interval=10",
+    "train.eval_iters=2",
+    "train.patience=2",
+    "logger=none",
+]
+
+
 def test_patience_stops_early_and_publishes_the_best_weights(run, tmp_path):
     out = tmp_path / "run"
-    # A learning rate too small to move fp32 weights: the val loss never improves after step 0.
-    result = run(
-        "model=BigramLM",
-        "optimizer.base_lr=1e-12",
-        "optimizer.max_lr=1e-12",
-        "optimizer.weight_decay=0",
-        "train.iters=200",
-        "train.eval_interval=10",
-        "train.eval_iters=2",
-        "train.patience=2",
-        "logger=none",
-        f"hydra.run.dir={out}",
-    )
+    result = run(*NO_PROGRESS, f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr
     summary = read_summary(out)
     assert summary["stopped_early"] is True and summary["steps"] == 20 and summary["best_step"] == 0
@@ -268,20 +270,9 @@ def test_a_run_cut_between_its_last_checkpoint_and_its_summary_resumes_to_the_sa
 
 def test_an_early_stopped_run_stays_stopped_when_resumed(run, tmp_path):
     out = tmp_path / "run"
-    args = [
-        "model=BigramLM",
-        "optimizer.base_lr=1e-12",
-        "optimizer.max_lr=1e-12",
-        "optimizer.weight_decay=0",
-        "train.iters=200",
-        "train.eval_interval=10",
-        "train.eval_iters=2",
-        "train.patience=2",
-        "logger=none",
-    ]
-    assert run(*args, f"hydra.run.dir={out}").returncode == 0
+    assert run(*NO_PROGRESS, f"hydra.run.dir={out}").returncode == 0
     (out / "summary.json").unlink()
-    assert run(*args, f"hydra.run.dir={out}", "train.resume=true").returncode == 0
+    assert run(*NO_PROGRESS, f"hydra.run.dir={out}", "train.resume=true").returncode == 0
     summary = read_summary(out)
     assert summary["steps"] == 20 and summary["stopped_early"] is True
     assert [int(r["step"]) for r in metrics(out)] == [0, 10, 20]
