@@ -94,10 +94,6 @@ def fingerprint(config: Dict[str, Any]) -> Dict[str, Any]:
     return OmegaConf.to_container(kept)
 
 
-def model_config(cfg: RunConfig, vocab_size: int) -> ModelConfig:
-    return ModelConfig.from_preset(cfg.scale, vocab_size, cfg.model.attention)
-
-
 @torch.inference_mode()
 def evaluate(model, data: torch.Tensor, starts: torch.Tensor, context_length: int, precision, device) -> float:
     """Mean cross-entropy over fixed windows: the mean of eval_iters batch means, in fewer, larger forwards."""
@@ -221,7 +217,9 @@ class Trainer:
         self.precision = resolve_precision(cfg.train.precision, device)
         torch.manual_seed(cfg.seed)
         self.corpus = corpus = build_corpus(cfg.data, cfg.scale.context_length)
-        self.model = build_model(cfg.model.name, model_config(cfg, len(corpus.vocab))).to(device)
+        self.model = build_model(
+            cfg.model.name, ModelConfig.from_preset(cfg.scale, len(corpus.vocab), cfg.model.attention)
+        ).to(device)
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         self.schedule = build_schedule(self.optimizer, cfg.optimizer, cfg.train.iters)
         self.batches = torch.Generator().manual_seed(cfg.seed)
