@@ -46,6 +46,7 @@ class Variant:
     optimizer: OptimizerImpl
     stacked_batches: bool  # the seed's per-row torch.stack instead of one indexing op
     compile: bool = False
+    dropout: bool = True  # False: the same model with dropout 0, the bound any dropout implementation can reach
 
 
 REFERENCE = Variant("reference (seed)", Attention.naive, Precision.fp32, OptimizerImpl.for_loop, True)
@@ -61,6 +62,7 @@ LADDER = [
     FAST,  # + precision=auto
 ]
 COMPILED = replace(FAST, name="fast + train.compile", compile=True)
+NO_DROPOUT = replace(FAST, name="fast, dropout 0 (bound)", dropout=False)
 
 
 def scale_preset(name: str) -> Dict:
@@ -77,6 +79,7 @@ class Setup:
     """A model, its optimizer and one training step, built the way `path` says."""
 
     def __init__(self, model_name: str, scale: Dict, path: Variant, data: torch.Tensor, vocab: int, device):
+        scale = scale if path.dropout else {**scale, "dropout": 0.0}
         self.path, self.device, self.scale = path, device, scale
         self.T, self.B = scale["context_length"], scale["batch_size"]
         self.precision = resolve_precision(path.precision, device)
@@ -332,6 +335,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--ladder", action="store_true", help="TransformerLM: add each fast path one at a time")
     parser.add_argument("--nanogpt-best", action="store_true", help="also time nanoGPT's best settings (compile, bf16)")
     parser.add_argument("--compile", action="store_true", help="also time the fast path with train.compile=true")
+    parser.add_argument(
+        "--dropout-bound", action="store_true", help="TransformerLM: also time the fast path with dropout 0"
+    )
     parser.add_argument("--precision-check", type=int, default=0, metavar="ITERS")
     parser.add_argument("--precision-scale", default="default")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -356,6 +362,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 paths = paths + [NANOGPT_BEST]
             if args.compile:
                 paths = paths + [COMPILED]
+            if args.dropout_bound and model == "TransformerLM":
+                paths = paths + [NO_DROPOUT]
             rows += bench_model(model, scale, paths, data, vocab, device, args)
             print(
                 f"{model} {scale}: "

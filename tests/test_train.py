@@ -69,7 +69,10 @@ def test_same_seed_same_losses_on_cpu(run, tmp_path):
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
         assert run(*QUICK, "seed=7", f"hydra.run.dir={out}").returncode == 0
-    strip = lambda rows: [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in rows]
+
+    def strip(rows):
+        return [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in rows]
+
     assert strip(metrics(outs[0])) == strip(metrics(outs[1]))
     other = tmp_path / "c"
     assert run(*QUICK, "seed=8", f"hydra.run.dir={other}").returncode == 0
@@ -119,7 +122,10 @@ def test_interrupted_run_resumes_to_exactly_the_straight_losses(tmp_path, signum
     assert b["run_id"] == summary["run_id"]  # the same W&B run continues
     runs = sorted((cut / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(summary["run_id"]) for r in runs)
-    losses = lambda rows: [(r["step"], r["train_loss"], r["val_loss"]) for r in rows]
+
+    def losses(rows):
+        return [(r["step"], r["train_loss"], r["val_loss"]) for r in rows]
+
     assert losses(metrics(cut)) == losses(metrics(straight))  # each evaluation once, same values
 
 
