@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 from omegaconf import OmegaConf
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from drakegpt.config import Attention, DataConfig, DataSource, OptimizerConfig, OptimizerImpl, Precision, Schedule
 from drakegpt.data import build_corpus, gather, random_starts
@@ -33,6 +33,13 @@ from drakegpt.runtime import autocast, resolve_device, resolve_precision, set_th
 from drakegpt.train import evaluate
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+# torch counts its CUDA attention kernels but not the CPU one; counted the same way (the full T×T).
+CPU_SDPA_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        lambda grad, q, k, v, *_, **__: sdpa_backward_flop_count(grad, q, k, v)
+    ),
+}
 DRAKE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "Drake.csv"
 
 
@@ -113,7 +120,7 @@ class Setup:
 
     def flops_per_step(self) -> int:
         x, y = self.batch()
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
             with autocast(self.precision, self.device):
                 _, loss = self.model(x, y)
             loss.backward()
@@ -341,7 +348,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--precision-check", type=int, default=0, metavar="ITERS")
     parser.add_argument("--precision-scale", default="default")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=Path("bench"))
+    parser.add_argument("--out", type=Path, default=Path("bench"), help="folder for bench.json and bench.md")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     device = resolve_device(args.device)

@@ -23,6 +23,9 @@ class RunDir:
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
 
+    def holds_run(self) -> bool:
+        return self.last.is_file() or self.summary.is_file()
+
     def read_summary(self) -> Dict[str, Any]:
         return json.loads(self.summary.read_text()) if self.summary.is_file() else {}
 

@@ -62,6 +62,9 @@ class WandbMode(Enum):
     online = "online"
     offline = "offline"
     disabled = "disabled"
+    shared = "shared"
+    dryrun = "dryrun"  # wandb's older names for offline and online, still accepted in WANDB_MODE
+    run = "run"
 
 
 @dataclass
@@ -203,6 +206,11 @@ def validate(cfg: RunConfig) -> None:
         raise UsageError(f"optimizer.betas={list(opt.betas)} must be two numbers in [0, 1), e.g. [0.9,0.95]")
     if opt.weight_decay < 0 or opt.warmup_iters < 0:
         raise UsageError("optimizer.weight_decay and optimizer.warmup_iters must be >= 0")
+    if opt.schedule is Schedule.cosine and opt.warmup_iters >= train.iters:
+        raise UsageError(
+            f"optimizer.warmup_iters={opt.warmup_iters} is not shorter than train.iters={train.iters}; "
+            f"the cosine decay would never start: lower optimizer.warmup_iters"
+        )
     if train.eval_interval > train.iters:
         raise UsageError(
             f"train.eval_interval={train.eval_interval} is larger than train.iters={train.iters}; "

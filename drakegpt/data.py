@@ -62,7 +62,8 @@ def load_text(cfg: DataConfig) -> str:
         if not text:
             raise UsageError(f"{path} is empty; point data.path at a text file with content")
         return text
-    return read_lyrics_csv(kaggle_csv(cfg), cfg.artist, cfg.column)
+    # The file is the artist's: csv/TaylorSwift.csv says "Taylor Swift" in its Artist column, so no filter.
+    return read_lyrics_csv(kaggle_csv(cfg), None, cfg.column)
 
 
 def _existing(path: Optional[str], key: str) -> Path:
@@ -160,6 +161,12 @@ def _download(dataset: str, cache: Path) -> None:
         try:
             api.dataset_download_files(dataset, path=str(cache), quiet=True, unzip=False)
         except (Exception, SystemExit) as e:
+            status = getattr(e, "status", None) or getattr(getattr(e, "response", None), "status_code", None)
+            if status in (401, 403):
+                raise UsageError(
+                    f"Kaggle refused the download of {dataset} (HTTP {status}): renew the token in "
+                    f"~/.kaggle/kaggle.json (kaggle.com > Settings > API), or {hint}"
+                ) from None
             raise UsageError(
                 f"could not download {dataset} from Kaggle ({type(e).__name__}): check the network, or {hint}"
             ) from None

@@ -90,7 +90,9 @@ def sample(
         if temperature == 0:
             nxt = logits.argmax(dim=-1, keepdim=True)
         else:
-            logits = filter_logits(logits / temperature, top_k, top_p)
+            # Shifted so the top logit is 0: a tiny temperature then tends to greedy instead of inf - inf.
+            logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+            logits = filter_logits(logits, top_k, top_p)
             nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
         seq = torch.cat([seq, nxt], dim=1)
     return seq
@@ -117,7 +119,7 @@ def checkpoint_path(cfg: RunConfig) -> Path:
 def load_model(path: Path, device: torch.device) -> Tuple[nn.Module, CharVocab, dict]:
     """A model ready to sample from any checkpoint run.py writes (published, last or best)."""
     state = checkpoint.load(path)
-    if "model_state" not in state or "vocab" not in state:
+    if not isinstance(state, dict) or not {"model_state", "vocab", "config"} <= state.keys():
         raise UsageError(
             f"{path} is not a DrakeGPT checkpoint; point generate.checkpoint at a .pt file written by run.py"
         )

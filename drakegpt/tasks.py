@@ -38,6 +38,11 @@ def run_job(cfg: DictConfig) -> Any:
             config.train.threads = threads_per_job(hydra.launcher)
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         group = config.logger.group or (hydra.sweep.dir if sweeping else None)
+        if config.train.resume and not sweeping and not RunDir(run_dir).holds_run():
+            raise UsageError(
+                f"train.resume=true, but {run_dir} holds no run to continue; set hydra.run.dir to the folder of "
+                f"the run (printed when it stopped), or drop train.resume=true to start a new one"
+            )
         # A sweep re-run into its folder skips the finished jobs and resumes the cut-off ones.
         resume = config.train.resume or sweeping
         trainer = Trainer(config, resolved, run_dir, group, resume, tuple(hydra.overrides.task))

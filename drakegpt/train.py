@@ -143,15 +143,14 @@ class Trainer:
         self.resume_from = self._resume_state(resume)
 
     def _resume_state(self, resume: bool) -> Optional[Dict[str, Any]]:
-        has_checkpoint = self.files.last.is_file()
-        if not (has_checkpoint or self.files.summary.is_file()):
+        if not self.files.holds_run():
             return None
         if not resume:
             raise UsageError(
                 f"{self.files.root} already holds a run; add train.resume=true to continue it, "
                 f"or choose another hydra.run.dir"
             )
-        if not has_checkpoint:
+        if not self.files.last.is_file():
             return None  # the earlier attempt failed before its first checkpoint: start again
         state = checkpoint.load(self.files.last)
         if fingerprint(state["config"]) != fingerprint(self.resolved):
@@ -204,8 +203,11 @@ class Trainer:
         if self.stopped_early:
             self.model.load_state_dict(checkpoint.load(self.files.best)["model_state"])
         path = Path(cfg.paths.models_dir) / f"{cfg.model.name}_{cfg.scale.name}.pt"
-        val_loss = progress.best_val_loss if self.stopped_early else progress.last_row["val_loss"]
-        publish(path, self.model, cfg, self.corpus, progress.step, val_loss, self.resolved)
+        if self.stopped_early:
+            step, val_loss = progress.best_step, progress.best_val_loss
+        else:
+            step, val_loss = progress.step, progress.last_row["val_loss"]
+        publish(path, self.model, cfg, self.corpus, step, val_loss, self.resolved)
         return path
 
     def _setup(self) -> None:

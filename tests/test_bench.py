@@ -4,8 +4,10 @@ import json
 
 import torch
 
-from drakegpt.bench import FAST, NO_DROPOUT, REFERENCE, Setup, main, scale_preset
+from drakegpt.bench import FAST, NANOGPT, NO_DROPOUT, REFERENCE, Setup, main, scale_preset
 from drakegpt.models.attention import NaiveCausalSelfAttention
+
+PATHS = (REFERENCE, NANOGPT)
 
 
 def test_bench_writes_every_row_and_column(tmp_path):
@@ -36,6 +38,15 @@ def test_bench_writes_every_row_and_column(tmp_path):
     table = (out / "bench.md").read_text()
     assert table.count("| TransformerLM | default |") == 3
     assert f"| TransformerLM | default | {REFERENCE.name} | fp32 |" in table and "| 1.00x |" in table
+
+
+def test_cpu_attention_flops_are_counted():
+    # Without dropout CPU SDPA runs a fused kernel that torch does not count. Counted, it is the seed's matmuls
+    # plus the attention scores that the fused backward computes again.
+    data, scale = torch.randint(0, 20, (5000,)), scale_preset("default")
+    flops = [Setup("MultiHeadAttentionLM", scale, p, data, 20, torch.device("cpu")).flops_per_step() for p in PATHS]
+    B, T, C = scale["batch_size"], scale["context_length"], scale["embedding_dim"]
+    assert flops[1] - flops[0] == 2 * B * T * T * C
 
 
 def test_bench_paths_are_built_as_named():

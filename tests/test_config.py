@@ -187,6 +187,19 @@ def test_eval_interval_larger_than_iters(base):
     validate(_set(cfg, "train.eval_interval", 100))
 
 
+def test_cosine_warmup_must_end_before_the_run(base):
+    cfg = _set(_set(_set(base, "optimizer.schedule", Schedule.cosine), "train.iters", 500), "train.eval_interval", 100)
+    _rejects(_set(cfg, "optimizer.warmup_iters", 500), "optimizer.warmup_iters=500", "train.iters=500")
+    validate(_set(cfg, "optimizer.warmup_iters", 499))
+    validate(_set(_set(cfg, "optimizer.schedule", Schedule.cyclic), "optimizer.warmup_iters", 500))  # cyclic ignores it
+
+
+def test_wandb_mode_takes_every_value_wandb_accepts(monkeypatch):
+    for mode in ("online", "offline", "disabled", "shared", "dryrun", "run"):
+        monkeypatch.setenv("WANDB_MODE", mode)
+        assert typed("logger=wandb").logger.mode.value == mode
+
+
 @pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5])
 def test_dropout_outside_unit_interval(base, dropout):
     _rejects(_set(base, "scale.dropout", dropout), f"scale.dropout={dropout}")

@@ -213,10 +213,11 @@ def test_gather_windows_and_targets():
 # Kaggle: only the network call is replaced
 
 
+# Like the dataset's other files: no space in the file name, the full name in the Artist column.
 OTHER_ARTIST_CSV = (
     ",Artist,Title,Album,Year,Date,Lyric\n"
-    "0,Rihanna,Work,Anti,2016,2016-01-27,work work work work work\n"
-    "1,Rihanna,Umbrella,Good Girl Gone Bad,2007,2007-03-29,you can stand under my umbrella\n"
+    "0,Marlow Reed,Tin Roof,Porch Light,2019,2019-05-03,rain on a tin roof counting time\n"
+    "1,Marlow Reed,Low Gear,Porch Light,2019,2019-05-03,low gear on the county road\n"
 )
 
 
@@ -254,7 +255,7 @@ def test_kaggle_download_then_offline(drake_csv, tmp_path, monkeypatch):
         target = Path(path) / (dataset.split("/")[-1] + ".zip")
         with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as z:
             z.write(drake_csv, "csv/Drake.csv")
-            z.writestr("csv/Rihanna.csv", OTHER_ARTIST_CSV)
+            z.writestr("csv/MarlowReed.csv", OTHER_ARTIST_CSV)
             z.writestr("json/Drake.json", "{}")
 
     kaggle_api = _kaggle_api_class()
@@ -275,11 +276,11 @@ def test_kaggle_download_then_offline(drake_csv, tmp_path, monkeypatch):
     monkeypatch.setattr(kaggle_api, "dataset_download_files", offline)
     assert load_text(cfg) == text  # from the cache, no download
     # another artist of the downloaded archive, still offline
-    rihanna = load_text(DataConfig(source=DataSource.kaggle, artist="Rihanna", cache_dir=str(cache)))
-    assert rihanna == "work work work work work\nyou can stand under my umbrella"
+    other = load_text(DataConfig(source=DataSource.kaggle, artist="MarlowReed", cache_dir=str(cache)))
+    assert other == "rain on a tin roof counting time\nlow gear on the county road"
     with pytest.raises(UsageError) as excinfo:
         load_text(DataConfig(source=DataSource.kaggle, artist="Nobody", cache_dir=str(cache)))
-    usage_error(excinfo, "csv/Nobody.csv", "Drake, Rihanna")
+    usage_error(excinfo, "csv/Nobody.csv", "Drake, MarlowReed")
     assert calls == ["deepshah16/song-lyrics-dataset"]
 
 
@@ -293,6 +294,22 @@ def test_kaggle_download_failure_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UsageError) as excinfo:
         load_text(DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
     usage_error(excinfo, "could not download deepshah16/song-lyrics-dataset", "ConnectionError", "data=csv")
+
+
+def test_kaggle_refusing_the_token_is_one_line(tmp_path, monkeypatch):
+    import requests
+
+    _kaggle_env(monkeypatch, tmp_path / "home", credentials=True)
+
+    def refused(self, *args, **kwargs):
+        response = requests.Response()
+        response.status_code = 401
+        raise requests.HTTPError("401 Client Error: Unauthorized", response=response)
+
+    monkeypatch.setattr(_kaggle_api_class(), "dataset_download_files", refused)
+    with pytest.raises(UsageError) as excinfo:
+        load_text(DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
+    usage_error(excinfo, "HTTP 401", "kaggle.json", "data=csv")
 
 
 def test_kaggle_without_credentials(tmp_path, monkeypatch, capsys):

@@ -215,6 +215,8 @@ def test_greedy_and_top_k_one_are_deterministic(trained):
                 model, prompt, n, ctx, temperature=1.0, top_k=1, generator=torch.Generator().manual_seed(seed)
             )
             assert torch.equal(top1, greedy), label
+            tiny = sample(model, prompt, n, ctx, temperature=1e-30, generator=torch.Generator().manual_seed(seed))
+            assert torch.equal(tiny, greedy), label  # the limit of a falling temperature, not inf - inf
         # each greedy step is the argmax of the model's logits for its window
         sampler = Sampler(model, ctx, kv_cache=False)
         for length in range(1, greedy.shape[1]):
@@ -312,9 +314,10 @@ def test_checkpoint_whose_shape_does_not_fit(trained, tmp_path):
     assert "\n" not in message and "does not fit TransformerLM" in message and str(wrong) in message
     # a file that unpickles but is not a checkpoint
     other = tmp_path / "weights.pt"
-    checkpoint.save({"weights": torch.zeros(3)}, other)
-    with pytest.raises(UsageError, match="not a DrakeGPT checkpoint"):
-        load_model(other, torch.device("cpu"))
+    for foreign in ({"weights": torch.zeros(3)}, torch.zeros(3), {"model_state": {}, "vocab": ["a"]}):
+        checkpoint.save(foreign, other)
+        with pytest.raises(UsageError, match="not a DrakeGPT checkpoint"):
+            load_model(other, torch.device("cpu"))
 
 
 def test_empty_prompt(run, trained):

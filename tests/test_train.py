@@ -198,8 +198,9 @@ def test_patience_stops_early_and_publishes_the_best_weights(run, tmp_path):
     summary = read_summary(out)
     assert summary["stopped_early"] is True and summary["steps"] == 20 and summary["best_step"] == 0
     best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)["model_state"]
-    published = torch.load(tmp_path / "models" / "BigramLM_default.pt", weights_only=True)["model_state"]
-    assert all(torch.equal(best[k], published[k]) for k in best)
+    published = torch.load(tmp_path / "models" / "BigramLM_default.pt", weights_only=True)
+    assert all(torch.equal(best[k], published["model_state"][k]) for k in best)
+    assert (published["step"], published["val_loss"]) == (0, summary["best_val_loss"])
 
 
 def _tree_digest(folder: Path) -> str:
@@ -229,6 +230,7 @@ BAD_INPUTS = [
     (["data=csv", "data.path=songs.csv", "data.artist=Nobody"], "artists present: Juno Vale"),
     (["data=text", "data.path=latin1.txt"], "is not UTF-8"),
     (["data=kaggle", "data.cache_dir=kaggle_cache"], "Kaggle is not authenticated"),
+    (["train.resume=true"], "holds no run to continue"),
 ]
 
 
