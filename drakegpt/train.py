@@ -202,11 +202,10 @@ class Trainer:
         cfg, progress = self.cfg, self.progress
         if self.stopped_early:
             self.model.load_state_dict(checkpoint.load(self.files.best)["model_state"])
-        path = Path(cfg.paths.models_dir) / f"{cfg.model.name}_{cfg.scale.name}.pt"
-        if self.stopped_early:
             step, val_loss = progress.best_step, progress.best_val_loss
         else:
             step, val_loss = progress.step, progress.last_row["val_loss"]
+        path = Path(cfg.paths.models_dir) / f"{cfg.model.name}_{cfg.scale.name}.pt"
         publish(path, self.model, cfg, self.corpus, step, val_loss, self.resolved)
         return path
 
