@@ -1,34 +1,49 @@
 """Structured configs: the types of every key in conf/, registered with Hydra's ConfigStore.
 
-A wrong type (`scale.num_heads=four`) or an unknown key fails when Hydra composes the config;
-`validate` then checks the values that types cannot (sizes, ranges, combinations), before any work.
+The values live in conf/ (config.yaml and the group files); the dataclasses here give types only, so a
+wrong type (`scale.num_heads=four`) or an unknown key fails when Hydra composes the config. `validate`
+then checks what types cannot (ranges, finiteness, combinations) before any work. Nothing here imports
+torch: composing a config (and so `--help` and tab completion) stays fast.
 """
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from drakegpt.errors import UsageError
-from drakegpt.models import MODELS, Attention  # the models themselves import nothing of Hydra
+from drakegpt.models.config import (
+    Activation,
+    FeedForward,
+    Implementation,
+    LinearKind,
+    ModelConfig,
+    Norm,
+    NormPosition,
+    Positions,
+)
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# The ladder, in the order the models grow: reports and plots list them so.
+MODEL_LADDER = (
+    "BigramLM",
+    "SingleHeadAttentionLM",
+    "MultiHeadAttentionLM",
+    "BlocksLM",
+    "ResidualBlocksLM",
+    "TransformerLM",
+    "BitNetLM",
+)
+SCALE_ORDER = ("default", "large")
 
 
 class Task(Enum):
     train = "train"
     generate = "generate"
-
-
-class Schedule(Enum):
-    cyclic = "cyclic"
-    cosine = "cosine"
-
-
-class OptimizerImpl(Enum):
-    fused = "fused"
-    foreach = "foreach"
-    for_loop = "for_loop"
 
 
 class Precision(Enum):
@@ -44,20 +59,6 @@ class DataSource(Enum):
     kaggle = "kaggle"
 
 
-# Keys that never change the numbers a run produces: a run may be resumed with other values, and a
-# sweep's report does not tell jobs apart by them.
-RUN_INDEPENDENT_KEYS = (
-    "task",
-    "device",
-    "logger",
-    "generate",
-    "paths",
-    "train.resume",
-    "train.threads",
-    "train.compile",
-)
-
-
 class WandbMode(Enum):
     online = "online"
     offline = "offline"
@@ -67,10 +68,52 @@ class WandbMode(Enum):
     run = "run"
 
 
+class Heads(Enum):
+    one = "one"  # one head as wide as the embedding
+    num_heads = "num_heads"  # scale.num_heads heads of embedding_dim / num_heads
+
+
+class Depth(Enum):
+    one = "one"  # one layer
+    num_layers = "num_layers"  # scale.num_layers blocks
+
+
+# Keys that never change the numbers a run produces: a run may be resumed with other values, the report
+# does not tell jobs apart by them, and the published-model registry ignores them.
+RUN_INDEPENDENT_KEYS = (
+    "task",
+    "device",
+    "logger",
+    "generate",
+    "paths",
+    "train.resume",
+    "train.threads",
+    "train.compile",
+    "train.sample_length",
+)
+
+
 @dataclass
-class ModelChoice:
+class ModelSwitches:
+    """The `model` group: a preset's name and the ideas it has (conf/model/<name>.yaml)."""
+
     name: str = MISSING
-    attention: Attention = Attention.fast
+    attention: bool = MISSING
+    heads: Heads = MISSING
+    depth: Depth = MISSING
+    feed_forward: FeedForward = MISSING
+    activation: Activation = MISSING
+    residual: bool = MISSING
+    projection: bool = MISSING
+    norm: Norm = MISSING
+    norm_position: NormPosition = MISSING
+    final_norm: Norm = MISSING
+    dropout: bool = MISSING
+    positions: Positions = MISSING
+    tie_embeddings: bool = MISSING
+    linear: LinearKind = MISSING
+    implementation: Implementation = MISSING
+    cpu_kernels: bool = MISSING
 
 
 @dataclass
@@ -89,47 +132,49 @@ class ScaleConfig:
 
 @dataclass
 class OptimizerConfig:
-    schedule: Schedule = MISSING
+    """`algorithm` and `schedule` are `_target_` / `_partial_` nodes built with hydra.utils.instantiate."""
+
+    name: str = MISSING
     base_lr: float = MISSING
     max_lr: float = MISSING
-    betas: List[float] = MISSING
-    weight_decay: float = 0.01
-    step_size_up: int = 2500  # cyclic: iterations from base_lr up to max_lr (and as many back down)
-    warmup_iters: int = 500  # cosine: linear warm-up to max_lr, then cosine decay to base_lr
-    implementation: OptimizerImpl = OptimizerImpl.fused
+    algorithm: Any = MISSING  # called with the parameters
+    schedule: Any = MISSING  # called with the optimizer; stepped once per iteration
 
 
 @dataclass
 class DataConfig:
     source: DataSource = MISSING
-    path: Optional[str] = None
-    artist: Optional[str] = None
-    column: str = "Lyric"
-    dataset: str = "deepshah16/song-lyrics-dataset"
-    cache_dir: str = "~/.cache/drakegpt/kaggle"
-    train_fraction: float = 0.9
+    path: Optional[str] = MISSING
+    artist: Optional[str] = MISSING
+    column: str = MISSING
+    dataset: str = MISSING
+    cache_dir: str = MISSING
+    train_fraction: float = MISSING
 
 
 @dataclass
 class LoggerConfig:
     name: str = MISSING
-    project: str = "DrakeGPT"
-    mode: WandbMode = WandbMode.offline
-    entity: Optional[str] = None
-    group: Optional[str] = None  # null: the sweep's folder (hydra.sweep.dir), shared by all its jobs
+    project: Optional[str] = MISSING
+    mode: WandbMode = MISSING
+    entity: Optional[str] = MISSING
+    group: Optional[str] = MISSING
+    tags: List[str] = MISSING
+    init_timeout_s: float = MISSING
 
 
-# The values of the train and generate keys live in conf/config.yaml; here are their types.
 @dataclass
 class TrainConfig:
     iters: int = MISSING
     eval_interval: int = MISSING
     eval_iters: int = MISSING
     precision: Precision = MISSING
-    compile: bool = MISSING
+    compile: Any = MISSING  # auto, true or false
     patience: int = MISSING
     resume: bool = MISSING
-    threads: Optional[int] = None
+    threads: Optional[int] = MISSING
+    replicas: int = MISSING
+    sample_length: int = MISSING
 
 
 @dataclass
@@ -137,11 +182,12 @@ class GenerateConfig:
     length: int = MISSING
     prompt: str = MISSING
     temperature: float = MISSING
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
+    top_k: Optional[int] = MISSING
+    top_p: Optional[float] = MISSING
     num_samples: int = MISSING
     kv_cache: bool = MISSING
-    checkpoint: Optional[str] = None
+    compile: Any = MISSING  # auto, true or false
+    checkpoint: Optional[str] = MISSING
 
 
 @dataclass
@@ -155,7 +201,7 @@ class RunConfig:
     task: Task = MISSING
     seed: int = MISSING
     device: str = MISSING
-    model: ModelChoice = field(default_factory=ModelChoice)
+    model: ModelSwitches = field(default_factory=ModelSwitches)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -168,13 +214,112 @@ class RunConfig:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    if not OmegaConf.has_resolver("multiply"):  # conf/optimizer/sgd_cyclic.yaml scales the preset's rates
+        OmegaConf.register_new_resolver("multiply", lambda a, b: a * b)
 
 
-def validate(cfg: RunConfig) -> None:
-    """Raise UsageError naming the first bad value and its fix."""
+def model_config(model: ModelSwitches, scale: ScaleConfig, vocab_size: int) -> ModelConfig:
+    """The model's constructor arguments: the preset's switches applied to the scale's shape."""
+    return ModelConfig(
+        vocab_size=vocab_size,
+        context_length=scale.context_length,
+        embedding_dim=scale.embedding_dim,
+        num_heads=scale.num_heads if model.heads is Heads.num_heads else 1,
+        num_layers=scale.num_layers if model.depth is Depth.num_layers else 1,
+        dropout=scale.dropout if model.dropout else 0.0,
+        attention=model.attention,
+        feed_forward=model.feed_forward,
+        activation=model.activation,
+        residual=model.residual,
+        projection=model.projection,
+        norm=model.norm,
+        norm_position=model.norm_position,
+        final_norm=model.final_norm,
+        positions=model.positions,
+        tie_embeddings=model.tie_embeddings,
+        linear=model.linear,
+        implementation=model.implementation,
+        cpu_kernels=model.cpu_kernels,
+    )
+
+
+def preset_switches(name: str) -> Dict[str, Any]:
+    """A model preset's switches as conf/ writes them (config.yaml's defaults, then conf/model/<name>.yaml)."""
+    preset = CONF_DIR / "model" / f"{name}.yaml"
+    if not preset.is_file():
+        return {}
+    merged = OmegaConf.merge(OmegaConf.load(CONF_DIR / "config.yaml").model, OmegaConf.load(preset))
+    return OmegaConf.to_container(merged)
+
+
+def _off(value: Any) -> bool:
+    return value in (False, "none", "one", Norm.none, FeedForward.none, Heads.one, Depth.one)
+
+
+def _model_problem(m: ModelSwitches, scale: ScaleConfig, replicas: int) -> Optional[str]:
+    """The first switch combination that makes no sense, as one line, or None."""
+    if not m.attention:
+        for key in ("heads", "depth", "feed_forward", "residual", "projection", "norm", "final_norm", "dropout",
+                    "tie_embeddings"):
+            if not _off(getattr(m, key)):
+                value = getattr(m, key)
+                shown = value.value if isinstance(value, Enum) else str(value).lower()
+                return (
+                    f"model.{key}={shown} needs attention, and model.attention=false is the bigram table "
+                    f"(no embeddings, no layers); drop model.{key} or set model.attention=true"
+                )
+        if m.positions is Positions.rotary:
+            return "model.positions=rotary needs attention (model.attention=false); use model.positions=learned"
+        if m.linear is LinearKind.bitlinear:
+            return "model.linear=bitlinear needs attention layers to quantise (model.attention=false); use dense"
+        return None
+    if m.feed_forward is FeedForward.none and m.activation is not Activation.relu:
+        return f"model.activation={m.activation.value} has no feed-forward to act in (model.feed_forward=none)"
+    if m.norm is Norm.none and m.norm_position is NormPosition.post:
+        return "model.norm_position=post needs a norm (model.norm=none); set model.norm or drop norm_position"
+    if m.implementation is Implementation.naive:
+        for key, value in (("positions", Positions.rotary), ("linear", LinearKind.bitlinear)):
+            if getattr(m, key) is value:
+                return (
+                    f"model.{key}={value.value} cannot be expressed by model.implementation=naive (the seed's "
+                    f"per-head code); use model.implementation=sdpa"
+                )
+        if replicas > 1:
+            return f"train.replicas={replicas} needs model.implementation=sdpa (naive runs one model at a time)"
+    heads = scale.num_heads if m.heads is Heads.num_heads else 1
+    if m.positions is Positions.rotary and (scale.embedding_dim // heads) % 2:
+        return (
+            f"model.positions=rotary needs an even head size, and scale.embedding_dim={scale.embedding_dim} / "
+            f"{heads} heads is odd; change scale.num_heads or scale.embedding_dim"
+        )
+    return None
+
+
+def _non_finite(node: Any, prefix: str = "") -> Optional[str]:
+    """The first key under `node` (plain data) whose number is NaN or infinite."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, (list, tuple)):
+        items = enumerate(node)
+    else:
+        if isinstance(node, float) and not math.isfinite(node):
+            return prefix
+        return None
+    for key, value in items:
+        found = _non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found:
+            return found
+    return None
+
+
+def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
+    """Raise UsageError naming the first bad value and its fix. `plain`: the same config as resolved plain data."""
     scale, train, opt = cfg.scale, cfg.train, cfg.optimizer
-    if cfg.model.name not in MODELS:
-        raise UsageError(f"model={cfg.model.name} is not a model; choose one of {', '.join(MODELS)}")
+    if plain is not None:
+        bad = _non_finite(plain)
+        if bad:
+            value = OmegaConf.select(OmegaConf.create(plain), bad)
+            raise UsageError(f"{bad}={value} is not a finite number; set {bad} to a real value")
     positive = {
         "scale.context_length": scale.context_length,
         "scale.batch_size": scale.batch_size,
@@ -184,9 +329,9 @@ def validate(cfg: RunConfig) -> None:
         "train.iters": train.iters,
         "train.eval_interval": train.eval_interval,
         "train.eval_iters": train.eval_iters,
+        "train.replicas": train.replicas,
         "optimizer.base_lr": opt.base_lr,
         "optimizer.max_lr": opt.max_lr,
-        "optimizer.step_size_up": opt.step_size_up,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -202,26 +347,22 @@ def validate(cfg: RunConfig) -> None:
         raise UsageError(
             f"optimizer.max_lr={opt.max_lr} is below optimizer.base_lr={opt.base_lr}; set max_lr >= base_lr"
         )
-    if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
-        raise UsageError(f"optimizer.betas={list(opt.betas)} must be two numbers in [0, 1), e.g. [0.9,0.95]")
-    if opt.weight_decay < 0 or opt.warmup_iters < 0:
-        raise UsageError("optimizer.weight_decay and optimizer.warmup_iters must be >= 0")
-    if opt.schedule is Schedule.cosine and opt.warmup_iters >= train.iters:
-        raise UsageError(
-            f"optimizer.warmup_iters={opt.warmup_iters} is not shorter than train.iters={train.iters}; "
-            f"the cosine decay would never start: lower optimizer.warmup_iters"
-        )
-    if train.eval_interval > train.iters:
-        raise UsageError(
-            f"train.eval_interval={train.eval_interval} is larger than train.iters={train.iters}; "
-            f"lower train.eval_interval or raise train.iters"
-        )
+    if len(scale.betas) != 2 or not all(0 <= b < 1 for b in scale.betas):
+        raise UsageError(f"scale.betas={list(scale.betas)} must be two numbers in [0, 1), e.g. [0.9,0.95]")
+    for key, value in (("train.compile", train.compile), ("generate.compile", cfg.generate.compile)):
+        if value not in (True, False, "auto"):
+            raise UsageError(f"{key}={value} is not one of auto, true, false")
     if train.patience < 0:
         raise UsageError(f"train.patience={train.patience} must be >= 0 (0 turns early stopping off)")
+    if train.sample_length < 0:
+        raise UsageError(f"train.sample_length={train.sample_length} must be >= 0 (0 samples nothing)")
     if train.threads is not None and train.threads <= 0:
         raise UsageError(f"train.threads={train.threads} must be positive, or null for torch's default")
     if not 0 < cfg.data.train_fraction < 1:
         raise UsageError(f"data.train_fraction={cfg.data.train_fraction} must be in (0, 1), e.g. 0.9")
+    problem = _model_problem(cfg.model, scale, train.replicas)
+    if problem:
+        raise UsageError(problem)
     gen = cfg.generate
     if not gen.prompt:
         raise UsageError("generate.prompt is empty; give it at least one character (the default is a newline)")

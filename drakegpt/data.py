@@ -5,6 +5,7 @@ dataset's), `text` (any UTF-8 file) and `kaggle` (downloaded once into a cache, 
 """
 
 import contextlib
+import hashlib
 import io
 import zipfile
 from dataclasses import dataclass
@@ -14,9 +15,9 @@ from typing import Iterable, List, Optional, Tuple
 
 import torch
 
-from drakegpt.checkpoint import atomic_write
 from drakegpt.config import DataConfig, DataSource
 from drakegpt.errors import UsageError
+from drakegpt.files import atomic_write, regular_file
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,13 @@ class Corpus:
     train: torch.Tensor
     val: torch.Tensor
 
+    def digest(self) -> str:
+        """sha256 of the tokens of both splits: a resume refuses text that changed, even with the same characters."""
+        h = hashlib.sha256(self.vocab.chars.encode())
+        for split in (self.train, self.val):
+            h.update(split.numpy().tobytes())
+        return h.hexdigest()
+
 
 def load_text(cfg: DataConfig) -> str:
     if cfg.source is DataSource.sample:
@@ -69,10 +77,7 @@ def load_text(cfg: DataConfig) -> str:
 def _existing(path: Optional[str], key: str) -> Path:
     if not path:
         raise UsageError(f"{key} is not set; pass {key}=/path/to/file")
-    resolved = Path(path).expanduser()
-    if not resolved.is_file():
-        raise UsageError(f"{key}={path}: no such file; check the path (relative paths start at the current folder)")
-    return resolved
+    return regular_file(Path(path), key)
 
 
 def _decode(raw: bytes, path: Path) -> str:
@@ -121,13 +126,19 @@ def kaggle_csv(cfg: DataConfig) -> Path:
     if not cfg.artist:
         raise UsageError("data.artist is not set; data=kaggle reads csv/<data.artist>.csv, e.g. data.artist=Drake")
     artist = cfg.artist
+    if Path(artist).name != artist or artist in (".", "..") or "\\" in artist or "\0" in artist:
+        raise UsageError(
+            f"data.artist={artist!r} is not a file name; data=kaggle reads csv/<data.artist>.csv, "
+            f"e.g. data.artist=Drake"
+        )
     cache = Path(cfg.cache_dir).expanduser() / cfg.dataset.replace("/", "__")
     target = cache / "csv" / f"{artist}.csv"
-    if target.is_file():
-        return target
+    if target.exists():
+        return regular_file(target, "the cached CSV")
     archive = cache / f"{cfg.dataset.split('/')[-1]}.zip"
-    if not archive.is_file():
+    if not archive.exists():
         _download(cfg.dataset, cache)
+    regular_file(archive, "the cached download")
     try:
         z = zipfile.ZipFile(archive)
     except zipfile.BadZipFile:
@@ -189,7 +200,7 @@ def build_corpus(cfg: DataConfig, context_length: int) -> Corpus:
 
 def gather(data: torch.Tensor, starts: torch.Tensor, context_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-character targets of the windows starting at `starts`, in one indexing op each."""
-    index = starts[:, None] + torch.arange(context_length, device=starts.device)
+    index = starts[..., None] + torch.arange(context_length, device=starts.device)
     return data[index], data[index + 1]
 
 

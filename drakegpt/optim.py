@@ -1,41 +1,67 @@
-"""AdamW and its learning-rate schedule, both stepped once per training iteration."""
+"""The optimizer and its learning-rate schedule, built from conf/optimizer/*.yaml with hydra.utils.instantiate.
 
+`optimizer.algorithm` is a partial that takes the parameters, `optimizer.schedule` one that takes the
+optimizer; both are stepped once per training iteration. A new optimizer is a new YAML file.
+"""
+
+import logging
 import math
+from typing import Iterable
 
 import torch
-from torch.optim.lr_scheduler import CyclicLR, LambdaLR, LRScheduler
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from drakegpt.config import OptimizerConfig, OptimizerImpl, Schedule
+from drakegpt.config import OptimizerConfig
+from drakegpt.errors import UsageError
 
-
-def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        model.parameters(),
-        lr=cfg.base_lr if cfg.schedule is Schedule.cyclic else cfg.max_lr,
-        betas=tuple(cfg.betas),
-        weight_decay=cfg.weight_decay,
-        fused=cfg.implementation is OptimizerImpl.fused,
-        foreach=cfg.implementation is OptimizerImpl.foreach,
-    )
+log = logging.getLogger(__name__)
 
 
-class WarmupCosine:
-    """Factor on max_lr: linear warm-up from 0, then a half cosine down to base_lr at the last iteration."""
-
-    def __init__(self, warmup_iters: int, total_iters: int, floor: float):
-        self.warmup_iters, self.total_iters, self.floor = warmup_iters, total_iters, floor
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_iters:
-            return (step + 1) / self.warmup_iters
-        progress = min(1.0, (step - self.warmup_iters) / max(1, self.total_iters - self.warmup_iters))
-        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    return _call("optimizer.algorithm", cfg.algorithm, list(parameters))
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, total_iters: int) -> LRScheduler:
-    if cfg.schedule is Schedule.cyclic:
-        # The seed's triangular cycle: step_size_up iterations up to max_lr, as many back down.
-        return CyclicLR(
-            optimizer, cfg.base_lr, cfg.max_lr, step_size_up=cfg.step_size_up, mode="triangular", cycle_momentum=False
-        )
-    return LambdaLR(optimizer, WarmupCosine(cfg.warmup_iters, total_iters, cfg.base_lr / cfg.max_lr))
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig) -> LRScheduler:
+    return _call("optimizer.schedule", cfg.schedule, optimizer)
+
+
+def check(cfg: OptimizerConfig) -> None:
+    """Build both on a stand-in parameter, so that a bad value fails in one line before any real work."""
+    build_schedule(build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg), cfg)
+
+
+def _call(key: str, node, argument):
+    try:
+        return instantiate(node, _convert_="all")(argument)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise UsageError(f"{key} ({node.get('_target_')}): {_first_line(cause)}; fix the value in {key}") from None
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"{key} ({node.get('_target_')}): {_first_line(e)}; fix the value in {key}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup_iters: int, total_iters: int, base_lr: float, max_lr: float
+) -> LambdaLR:
+    """Linear warm-up to max_lr (the optimizer's lr), then a half cosine down to base_lr at the last iteration.
+
+    A warm-up longer than half the run is shortened to half of it, so that a short run still decays.
+    """
+    warmup = min(warmup_iters, total_iters // 2)
+    if warmup < warmup_iters:
+        log.info("optimizer warm-up shortened from %d to %d iterations: half of train.iters", warmup_iters, warmup)
+    floor = base_lr / max_lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_iters - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)

@@ -1,4 +1,8 @@
-"""The comparison of a sweep: comparison.csv, summary.md, train_loss.png and val_loss.png in its folder.
+"""The comparison of a sweep, in tables and figures written into its folder.
+
+comparison.csv and summary.md (a row per job, and per group of seeds), train_loss.png and val_loss.png (the
+seed's two figures), loss.png (train and val together); when the sweep compares variants of a model with its
+baseline (experiment=ablation, additions, overfitting), ablation.csv, ablation.md and ablation.png too.
 
 Written by a Hydra callback when a sweep ends (any launcher), or rebuilt from any sweep folder, such
 as one copied back from a cluster: `python -m drakegpt.report multirun/<sweep>`.
@@ -7,16 +11,23 @@ as one copied back from a cluster: `python -m drakegpt.report multirun/<sweep>`.
 import argparse
 import json
 import logging
+import re
+import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import pandas as pd
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from drakegpt.config import RUN_INDEPENDENT_KEYS
-from drakegpt.models import MODELS
+from drakegpt import plots
+from drakegpt.config import CONF_DIR, RUN_INDEPENDENT_KEYS
+from drakegpt.config import MODEL_LADDER as MODELS
+from drakegpt.config import SCALE_ORDER
+from drakegpt.sweep_stop import SweepSignals, sweep_stopped
+from drakegpt.tracking import log_sweep_summary
 
 log = logging.getLogger(__name__)
 
@@ -36,36 +47,42 @@ COLUMNS = [
     "error",
     "job",
 ]
-SCALE_ORDER = ["default", "large"]
-# Overrides that name the row (model, scale), that seeds average over, or that leave the numbers alone.
-NOT_A_VARIANT = ("model", "scale", "seed") + RUN_INDEPENDENT_KEYS
+# Overrides left out of the variant of a job whose summary has none (it failed before training): the
+# columns model and scale, and the presets whose effect its other overrides show.
+NOT_A_VARIANT = ("model", "scale", "experiment", "hparams_search")
+PLOTTED = ("ok", "interrupted")  # a diverged or failed run's curve would drag its seeds' mean
+ABLATION_COLUMNS = [
+    "model",
+    "scale",
+    "variant",
+    "baseline",
+    "params",
+    "seeds",
+    "best_val_loss_mean",
+    "best_val_loss_std",
+    "difference",
+    "difference_se",
+    "tokens_per_s",
+]
 
 
 def collect(sweep_dir: Path) -> Tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per job, and every job's metrics.csv rows tagged with its model, scale, variant and seed."""
+    """One row per job, and every plotted job's metrics.csv rows tagged with its model, scale, variant and seed."""
+    records = _records(sweep_dir)
+    variants = _variants([summary for _, _, summary in records])
     jobs, curves = [], []
-    files = sorted([*sweep_dir.rglob("summary.json"), *sweep_dir.rglob("refused.json")])
-    for summary_file in files:
-        summary = json.loads(summary_file.read_text())
-        job = str(summary_file.parent.relative_to(sweep_dir))
-        if summary_file.name == "refused.json":
-            jobs.append(
-                {
-                    **{c: summary.get(c) for c in COLUMNS},
-                    "job": f"{job} (refused)",
-                    "overrides": summary.get("overrides", []),
-                }
-            )
-            continue
-        jobs.append({**{c: summary.get(c) for c in COLUMNS}, "job": job, "overrides": summary.get("overrides", [])})
-        metrics = summary_file.parent / "metrics.csv"
-        if metrics.is_file():
-            frame = pd.read_csv(metrics)
-            if not frame.empty:
-                curves.append(frame.assign(job=job))
-    table = pd.DataFrame(jobs, columns=COLUMNS + ["overrides"])
-    table["variant"] = _variants(table["overrides"].tolist())
-    table = _ordered(table.drop(columns="overrides")).reset_index(drop=True)
+    for (job, folder, summary), variant in zip(records, variants):
+        row = {**{c: summary.get(c) for c in COLUMNS}, "variant": variant, "job": job}
+        metrics = _metrics(folder) if folder is not None else None
+        if metrics is not None and row["status"] == "interrupted":  # an older summary may lack the last losses
+            last = metrics.iloc[-1]
+            found = {"steps": last.step, "final_train_loss": last.train_loss, "final_val_loss": last.val_loss,
+                     "best_val_loss": metrics.val_loss.min()}
+            row.update({k: v for k, v in found.items() if row[k] is None})
+        if metrics is not None and row["status"] in PLOTTED:
+            curves.append(metrics.assign(job=job))
+        jobs.append(row)
+    table = _ordered(pd.DataFrame(jobs, columns=COLUMNS)).reset_index(drop=True)
     for column in ("params", "steps", "seed"):
         table[column] = table[column].astype("Int64")
     if not curves:
@@ -74,19 +91,75 @@ def collect(sweep_dir: Path) -> Tuple[pd.DataFrame, pd.DataFrame]:
     return table, pd.concat(curves, ignore_index=True).merge(tags, on="job")
 
 
-def _is_key_under(key: str, prefixes) -> bool:
+def _records(sweep_dir: Path) -> List[Tuple[str, Optional[Path], Dict]]:
+    """(job, folder, summary) of every run in the sweep, each job once however often the sweep ran: the job
+    folder's summary.json or its replicas' (seed=<s>/summary.json), and a refused.json beside them unless
+    it is the job's own failure again (a re-run of a job that fails before training finds its summary there)."""
+    jobs: Dict[Path, Dict[Path, Dict]] = {}
+    for path in sorted(sweep_dir.rglob("summary.json")):
+        summary = json.loads(path.read_text())
+        folder = path.parent
+        replica = (summary.get("replicas") or 1) > 1 and folder.name == f"seed={summary.get('seed')}"
+        jobs.setdefault(folder.parent if replica else folder, {})[folder] = summary
+    records = []
+    for job, runs in jobs.items():
+        if job in runs and len(runs) > 1:
+            # A failure before training writes the job folder's summary, a training run its replicas': the
+            # attempt written last is the job's state.
+            newest = max(runs, key=lambda folder: (folder / "summary.json").stat().st_mtime_ns)
+            kept = [job] if newest == job else [folder for folder in runs if folder != job]
+            runs = jobs[job] = {folder: runs[folder] for folder in kept}
+        records += [(str(folder.relative_to(sweep_dir)), folder, summary) for folder, summary in runs.items()]
+    for path in sorted(sweep_dir.rglob("refused.json")):
+        refused = json.loads(path.read_text())
+        if all(_settings(refused) != _settings(s) for s in jobs.get(path.parent, {}).values()):
+            records.append((f"{path.parent.relative_to(sweep_dir)} (refused)", None, refused))
+    return records
+
+
+def _metrics(folder: Path) -> Optional[pd.DataFrame]:
+    path = folder / "metrics.csv"
+    if not path.is_file() or not path.stat().st_size:
+        return None
+    frame = pd.read_csv(path)
+    return None if frame.empty else frame
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _is_key_under(key: str, prefixes: Sequence[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def _variants(overrides: List[List[str]]) -> List[str]:
-    """What sets a job apart from the others besides model, scale and seed, e.g. 'scale.dropout=0.35'."""
-    items = [[o for o in job if not _is_key_under(o.split("=", 1)[0].lstrip("+~"), NOT_A_VARIANT)] for job in overrides]
-    shared = set.intersection(*map(set, items)) if items else set()
-    return [",".join(o for o in job if o not in shared) for job in items]
+def _settings(summary: Dict, without: Sequence[str] = ()) -> FrozenSet[str]:
+    """A job's overrides that can change its numbers: the same job whether or not train.threads was given."""
+    ignored = ("hydra", *RUN_INDEPENDENT_KEYS, *without)
+    return frozenset(o for o in summary.get("overrides", []) if not _is_key_under(_key(o), ignored))
+
+
+def variant_parts(label: str) -> List[str]:
+    """'scale.betas=[0.9,0.95],norm=none' -> ['scale.betas=[0.9,0.95]', 'norm=none']: commas inside brackets stay."""
+    return re.split(r",(?![^\[\]{}()]*[\]})])", label) if label else []
+
+
+def _variants(summaries: List[Dict]) -> List[str]:
+    """Each job's variant without the parts that every job shares. A summary's own label (identity.variant)
+    comes first; a job that failed before training has none and borrows the label of a job with the same
+    overrides but the seed, or else is labelled by its overrides."""
+    labels = {_settings(s, ["seed"]): s["variant"] for s in summaries if s.get("variant") is not None}
+    parts = []
+    for s in summaries:
+        settings = _settings(s, ["seed"])
+        own = ",".join(o.lstrip("+~") for o in s.get("overrides", []) if o in settings and _key(o) not in NOT_A_VARIANT)
+        parts.append(variant_parts(s["variant"] if s.get("variant") is not None else labels.get(settings, own)))
+    shared = set.intersection(*map(set, parts)) if parts else set()
+    return [",".join(p for p in job if p not in shared) for job in parts]
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
-    """Scales as the seed lists them, models in the order they grow, then seeds."""
+    """Scales as the seed lists them, models in the order they grow, then variants (the baseline first), seeds."""
     ranks = frame.assign(
         scale_rank=frame.scale.map({s: i for i, s in enumerate(SCALE_ORDER)}).fillna(len(SCALE_ORDER)),
         model_rank=frame.model.map({m: i for i, m in enumerate(MODELS)}).fillna(len(MODELS)),
@@ -113,17 +186,34 @@ def markdown(table: pd.DataFrame) -> str:
             ("Final val loss", "final_val_loss"),
             ("Best val loss", "best_val_loss"),
         ]:
-            row[name] = _mean_std(ok[column], 3)
+            row[name] = _losses(group, column)
         row["Tokens/s"] = _mean_std(ok.tokens_per_s, 0)
         row["Wall (s)"] = _mean_std(ok.wall_s, 0)
         statuses = group.status.value_counts()
         row["Status"] = ", ".join(f"{s}" if n == len(group) == 1 else f"{n} {s}" for s, n in statuses.items())
         rows.append(row)
-    text = pd.DataFrame(rows).to_markdown(index=False) if rows else "(no jobs)"
+    text = _markdown_table(pd.DataFrame(rows)) if rows else "(no jobs)"
+    if (table.status == "interrupted").any():
+        text += "\n\nAn interrupted job shows the losses of its last evaluation before the stop."
     failures = table[table.status != "ok"]
     if not failures.empty:
         text += "\n\nFailed jobs:\n\n" + "\n".join(f"- `{r.job}`: {r.status}: {r.error}" for r in failures.itertuples())
     return text + "\n"
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    """`frame` as a markdown table, numbers right-aligned as formatted here (tabulate would make '1.900' '1.9')."""
+    align = ["left" if c in ("Model", "Scale", "Variant", "Status") else "right" for c in frame.columns]
+    return frame.to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
+def _losses(group: pd.DataFrame, column: str) -> str:
+    """Mean ± std over the seeds that finished, then each interrupted seed's last loss, marked as such."""
+    cells = [_mean_std(group[group.status == "ok"][column], 3)]
+    for row in group[(group.status == "interrupted") & group[column].notna()].itertuples():
+        at = "" if pd.isna(row.steps) else f" at step {row.steps}"
+        cells.append(f"{getattr(row, column):.3f} (interrupted{at})")
+    return "; ".join(c for c in cells if c)
 
 
 def _int(value) -> str:
@@ -132,62 +222,169 @@ def _int(value) -> str:
 
 def _mean_std(values: pd.Series, digits: int) -> str:
     values = values.dropna().astype(float)
-    if values.empty:
+    return _plus_minus(values.mean(), values.std(), digits)
+
+
+def _plus_minus(value: float, spread: float, digits: int, sign: str = "") -> str:
+    """'1.234 ± 0.010'; the value alone without a spread (one seed); '' without a value."""
+    if pd.isna(value):
         return ""
-    if len(values) == 1:
-        return f"{values.iloc[0]:,.{digits}f}"
-    return f"{values.mean():,.{digits}f} ± {values.std():,.{digits}f}"
+    text = f"{value:{sign},.{digits}f}"
+    return text if pd.isna(spread) else f"{text} ± {spread:,.{digits}f}"
 
 
-def plot(curves: pd.DataFrame, column: str, title: str, path: Path) -> None:
-    """Loss against iteration, one line per model and variant (mean ± std over seeds), one panel per preset."""
-    import matplotlib
+def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Each variant's best val loss (over the seeds that finished ok) against its model's baseline, for every
+    model and preset that the sweep ran in several variants one of which is a baseline: the empty variant,
+    or one that only picks config groups' defaults (remedy=none). difference: variant mean − baseline mean;
+    difference_se: its standard error, sqrt(s_v²/n_v + s_b²/n_b), NaN with fewer than two seeds on a side.
+    Rows of a model and preset are sorted by difference; no rows when the sweep has no such comparison."""
+    defaults = _default_choices()
+    rows = []
+    for (scale, model), group in table.groupby(["scale", "model"], sort=False):
+        variants = list(dict.fromkeys(group.variant))
+        candidates = [v for v in variants if set(variant_parts(v)) <= defaults]
+        if len(variants) < 2 or not candidates:
+            continue
+        baseline = min(candidates, key=len)
+        ok = group[(group.status == "ok") & group.best_val_loss.notna()]
+        base = ok[ok.variant == baseline].best_val_loss.astype(float)
+        block = []
+        for variant in variants:
+            runs = ok[ok.variant == variant]
+            loss = runs.best_val_loss.astype(float)
+            se = float("nan") if variant == baseline else (loss.sem() ** 2 + base.sem() ** 2) ** 0.5
+            block.append(
+                {
+                    "model": model,
+                    "scale": scale,
+                    "variant": variant,
+                    "baseline": variant == baseline,
+                    "params": group[group.variant == variant].params.max(),
+                    "seeds": len(loss),
+                    "best_val_loss_mean": loss.mean(),
+                    "best_val_loss_std": loss.std(),
+                    "difference": loss.mean() - base.mean(),
+                    "difference_se": se,
+                    "tokens_per_s": runs.tokens_per_s.astype(float).mean(),
+                }
+            )
+        rows += sorted(block, key=lambda r: (pd.isna(r["difference"]), r["difference"]))
+    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    scales = [s for s in SCALE_ORDER if s in set(curves.scale)] + sorted(set(curves.scale) - set(SCALE_ORDER))
-    fig, axes = plt.subplots(1, len(scales), figsize=(6.5 * len(scales), 4.5), squeeze=False)
-    for ax, scale in zip(axes[0], scales):
-        here = curves[curves.scale == scale]
-        lines = here[["model", "variant"]].drop_duplicates()
-        lines = lines.assign(rank=lines.model.map({m: i for i, m in enumerate(MODELS)})).sort_values(
-            ["rank", "variant"]
+def _default_choices() -> Set[str]:
+    """'group=option' for every config group's default in conf/config.yaml, e.g. 'remedy=none'."""
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml").defaults)
+    return {f"{g}={o}" for entry in defaults if isinstance(entry, dict) for g, o in entry.items() if o is not None}
+
+
+def ablation_markdown(ablation: pd.DataFrame) -> str:
+    lines = [
+        "# Variants against their baseline",
+        "",
+        "Best val loss: mean ± sample std over the seeds that finished ok. Difference: the variant's mean minus the "
+        "baseline's (above 0: worse than the baseline), ± its standard error sqrt(s_v²/n_v + s_b²/n_b), where s is "
+        "the sample std and n the number of seeds of the variant (v) and the baseline (b); no ± with one seed. "
+        "A difference within about two standard errors of 0 is within the spread between seeds.",
+    ]
+    for (model, scale), rows in ablation.groupby(["model", "scale"], sort=False):
+        shown = pd.DataFrame(
+            {
+                "Variant": [v or "baseline" for v in rows.variant],
+                "Params": rows.params.map(_int),
+                "Seeds": rows.seeds,
+                "Best val loss": [
+                    _plus_minus(mean, std, 3) for mean, std in zip(rows.best_val_loss_mean, rows.best_val_loss_std)
+                ],
+                "Difference": [
+                    "0 (baseline)" if b else _plus_minus(d, se, 3, sign="+")
+                    for b, d, se in zip(rows.baseline, rows.difference, rows.difference_se)
+                ],
+                "Tokens/s": ["" if pd.isna(t) else f"{t:,.0f}" for t in rows.tokens_per_s],
+            }
         )
-        for model, variant in zip(lines.model, lines.variant):
-            by_step = here[(here.model == model) & (here.variant == variant)].groupby("step")[column]
-            mean, std = by_step.mean(), by_step.std().fillna(0)
-            ax.plot(mean.index, mean.values, label=f"{model} {variant}".strip())
-            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
-        ax.set_title(f"{title} — scale={scale}")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("cross-entropy (nats)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        lines += ["", f"## {model}, scale={scale}", "", _markdown_table(shown)]
+    return "\n".join(lines) + "\n"
 
 
-def write_report(sweep_dir: Path) -> pd.DataFrame:
+def what_was_swept(curves: pd.DataFrame) -> str:
+    """What the figures compare, e.g. 'variants of TransformerLM (remedy), mean ± std over 3 seeds'."""
+    models = [m for m in MODELS if m in set(curves.model)] + sorted(set(curves.model) - set(MODELS))
+    subject = ", ".join(models) if len(models) <= 3 else f"{len(models)} models"
+    variants = list(dict.fromkeys(curves.variant))
+    keys = dict.fromkeys(_key(part) for v in variants for part in variant_parts(v))
+    text = f"variants of {subject} ({', '.join(keys)})" if len(variants) > 1 else subject
+    seeds = curves.groupby(["scale", "model", "variant"]).seed.nunique().max()
+    return text + (f", mean ± std over {seeds} seeds" if seeds > 1 else "")
+
+
+def write_figures(sweep_dir: Path, curves: pd.DataFrame, ablation: pd.DataFrame) -> List[Path]:
+    """train_loss.png, val_loss.png and loss.png (when any job evaluated), ablation.png (when `ablation` has a
+    difference) in sweep_dir; returns the paths written."""
+    figures = {}
+    if not curves.empty:
+        swept = what_was_swept(curves)
+        figures["train_loss.png"] = plots.curve_figure(curves, "train_loss", f"train loss — {swept}")
+        figures["val_loss.png"] = plots.curve_figure(curves, "val_loss", f"val loss — {swept}")
+        figures["loss.png"] = plots.comparison_figure(curves, f"train (dashed) and val (solid) loss — {swept}")
+    if ablation.difference.notna().any():
+        figures["ablation.png"] = plots.ablation_figure(ablation)
+    paths = []
+    for name, figure in figures.items():
+        figure.savefig(sweep_dir / name, dpi=120)
+        paths.append(sweep_dir / name)
+    return paths
+
+
+@dataclass
+class Report:
+    table: pd.DataFrame  # comparison.csv
+    ablation: pd.DataFrame  # ablation.csv; empty without variants of one model
+    figures: List[Path]
+    curves: pd.DataFrame  # every job's metrics.csv rows, tagged with its model, scale, variant and seed
+
+
+def write_report(sweep_dir: Path) -> Report:
     sweep_dir = Path(sweep_dir)
     table, curves = collect(sweep_dir)
     table.to_csv(sweep_dir / "comparison.csv", index=False)
     (sweep_dir / "summary.md").write_text(markdown(table))
-    if not curves.empty:
-        plot(curves, "train_loss", "Train loss", sweep_dir / "train_loss.png")
-        plot(curves, "val_loss", "Val loss", sweep_dir / "val_loss.png")
-    return table
+    ablation = ablation_table(table)
+    if not ablation.empty:
+        ablation.to_csv(sweep_dir / "ablation.csv", index=False)
+        (sweep_dir / "ablation.md").write_text(ablation_markdown(ablation))
+    return Report(table, ablation, write_figures(sweep_dir, curves, ablation), curves)
 
 
 class SweepReport(Callback):
     """Writes the comparison when a sweep ends; the sweep exits non-zero if any job did not finish ok."""
 
+    def __init__(self):
+        self.signals: Optional[SweepSignals] = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.signals = SweepSignals(Path(config.hydra.sweep.dir))
+
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        table = write_report(sweep_dir)
+        if self.signals is not None:
+            self.signals.restore()
+        report = write_report(sweep_dir)
+        table = report.table
+        group = config.logger.group or str(sweep_dir)
+        log_sweep_summary(sweep_dir, config.logger, group, table, None if report.ablation.empty else report.ablation,
+                          report.figures, report.curves)
         failed = table[table.status != "ok"]
         log.info("comparison of %d jobs in %s", len(table), sweep_dir)
+        stopped = sweep_stopped(sweep_dir)
+        if stopped:
+            print(
+                f"sweep stopped by {stopped}: {len(table) - len(failed)} of its jobs finished, comparison in "
+                f"{sweep_dir}; run the same command with hydra.sweep.dir={sweep_dir} to continue",
+                file=sys.stderr,
+            )
+            sys.exit(128 + signal.Signals[stopped].value)
         if not failed.empty:
             print(
                 f"{len(failed)} of {len(table)} jobs did not finish ok; see {sweep_dir / 'summary.md'}", file=sys.stderr
@@ -207,7 +404,7 @@ def main(argv: List[str] = None) -> int:
             f"error: no job folders (with a summary.json) under {args.sweep_dir}; pass a sweep folder", file=sys.stderr
         )
         return 2
-    table = write_report(args.sweep_dir)
+    table = write_report(args.sweep_dir).table
     print(f"wrote comparison.csv, summary.md and plots for {len(table)} jobs in {args.sweep_dir}")
     return 0
 

@@ -1,12 +1,13 @@
 """The one place that decides the device, the numeric precision and the CPU threads."""
 
 import contextlib
-from typing import ContextManager, Optional
+from typing import ContextManager, Optional, Tuple
 
 import torch
 
 from drakegpt.config import Precision
 from drakegpt.errors import UsageError
+from drakegpt.models.config import ModelConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,3 +57,41 @@ def autocast(precision: Precision, device: torch.device) -> ContextManager:
 def set_threads(threads: Optional[int]) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def resolve_compile(value, device: torch.device) -> bool:
+    """train.compile / generate.compile: auto compiles on CUDA, where the fused kernels pay for compiling."""
+    return value is True or (value == "auto" and device.type == "cuda")
+
+
+def memory_estimate(cfg, model: ModelConfig) -> Tuple[int, int]:
+    """Bytes a run needs at most, (on the device, on the host): weights, gradients and AdamW state, what a
+    training step keeps for its backward pass, an evaluation chunk's logits, and the evaluation windows."""
+    R, B, T = cfg.train.replicas, cfg.scale.batch_size, cfg.scale.context_length
+    C, L, H, V = model.embedding_dim, model.num_layers, model.num_heads, model.vocab_size
+    params = V * V if not model.attention else (V + T) * C + L * 16 * C * C + C * V
+    tokens = R * B * T
+    per_token = (L * (16 * C + 2 * H * T) + 3 * V) if model.attention else 3 * V
+    training = 4 * (4 * params * R + tokens * per_token)
+    evaluation = 4 * 2 * V * R * 65536
+    windows = 8 * 2 * cfg.train.eval_iters * B * R
+    return training + evaluation, windows
+
+
+def check_memory(cfg, model: ModelConfig, device: torch.device) -> None:
+    """Refuse, in one line with the estimate, a run that cannot fit in memory, before it allocates any of it."""
+    import psutil
+
+    on_device, on_host = memory_estimate(cfg, model)
+    host_free = psutil.virtual_memory().available
+    if device.type == "cuda":
+        device_free = torch.cuda.mem_get_info(device)[0]
+    else:
+        on_host, device_free = on_host + on_device, host_free
+    for need, free, where in ((on_host, host_free, "memory"), (on_device, device_free, f"{device} memory")):
+        if need > free:
+            raise UsageError(
+                f"this run needs about {need / 2**30:,.1f} GiB of {where} and {free / 2**30:,.1f} GiB is free "
+                f"(scale.batch_size={cfg.scale.batch_size}, scale.context_length={cfg.scale.context_length}, "
+                f"train.eval_iters={cfg.train.eval_iters}, train.replicas={cfg.train.replicas}); lower them"
+            )

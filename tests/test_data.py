@@ -1,10 +1,12 @@
 """From a data source to batches: vocabulary, the four sources, the one-line errors, windows."""
 
 import functools
+import os
 import importlib
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -12,11 +14,17 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import typed_config
 from drakegpt.config import DataConfig, DataSource
 from drakegpt.data import CharVocab, build_corpus, gather, load_text, random_starts
 from drakegpt.errors import UsageError
 
 SAMPLE_ARTISTS = ["Juno Vale", "Marlow Reed", "Night Shift Choir"]
+
+
+def data_config(source: DataSource, **values) -> DataConfig:
+    """conf/data/<source>.yaml as composed, with `values` set."""
+    return replace(typed_config(f"data={source.value}")[0].data, **values)
 
 
 def usage_error(excinfo, *fragments: str) -> str:
@@ -31,7 +39,7 @@ def usage_error(excinfo, *fragments: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def drake_text(path: str) -> str:
-    return load_text(DataConfig(source=DataSource.csv, path=path))
+    return load_text(data_config(source=DataSource.csv, path=path))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -69,12 +77,12 @@ def test_drake_csv_text(drake_csv):
     frame = pd.read_csv(drake_csv)
     assert text == "\n".join(frame["Lyric"].dropna().astype(str))
     # data.artist=Drake keeps every row of this one-artist file
-    assert load_text(DataConfig(source=DataSource.csv, path=str(drake_csv), artist="Drake")) == text
+    assert load_text(data_config(source=DataSource.csv, path=str(drake_csv), artist="Drake")) == text
 
 
 def test_drake_train_split_is_first_ninety_percent(drake_csv):
     text = drake_text(str(drake_csv))
-    corpus = build_corpus(DataConfig(source=DataSource.csv, path=str(drake_csv)), context_length=8)
+    corpus = build_corpus(data_config(source=DataSource.csv, path=str(drake_csv)), context_length=8)
     assert len(corpus.vocab) == 80
     n_train = int(0.9 * len(text))
     assert len(corpus.train) == n_train and len(corpus.val) == len(text) - n_train
@@ -95,7 +103,7 @@ def _sample_frame() -> pd.DataFrame:
 def test_sample_corpus():
     frame = _sample_frame()
     assert {"Artist", "Title", "Album", "Year", "Date", "Lyric"} <= set(frame.columns)
-    text = load_text(DataConfig(source=DataSource.sample))
+    text = load_text(data_config(source=DataSource.sample))
     assert len(text) >= 50_000
     assert text == "\n".join(frame["Lyric"].dropna().astype(str))
     assert sorted(frame["Artist"].unique()) == SAMPLE_ARTISTS
@@ -103,9 +111,9 @@ def test_sample_corpus():
 
 def test_sample_artist_filter():
     frame = _sample_frame()
-    whole = load_text(DataConfig(source=DataSource.sample))
+    whole = load_text(data_config(source=DataSource.sample))
     for artist in SAMPLE_ARTISTS:
-        text = load_text(DataConfig(source=DataSource.sample, artist=artist))
+        text = load_text(data_config(source=DataSource.sample, artist=artist))
         assert text == "\n".join(frame.loc[frame["Artist"] == artist, "Lyric"].dropna().astype(str))
         assert 0 < len(text) < len(whole)
         others = frame.loc[frame["Artist"] != artist, "Lyric"].dropna().astype(str)
@@ -114,7 +122,7 @@ def test_sample_artist_filter():
 
 def test_sample_unknown_artist_lists_artists():
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=DataSource.sample, artist="Drake"))
+        load_text(data_config(source=DataSource.sample, artist="Drake"))
     usage_error(excinfo, "'Drake'", ", ".join(SAMPLE_ARTISTS))
 
 
@@ -126,7 +134,7 @@ def test_sample_unknown_artist_lists_artists():
 def test_missing_file(tmp_path, source):
     missing = tmp_path / "nope.csv"
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=source, path=str(missing)))
+        load_text(data_config(source=source, path=str(missing)))
     usage_error(excinfo, "data.path", str(missing), "no such file")
 
 
@@ -135,7 +143,7 @@ def test_empty_file(tmp_path, source):
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=source, path=str(empty)))
+        load_text(data_config(source=source, path=str(empty)))
     usage_error(excinfo, str(empty), "empty")
 
 
@@ -143,17 +151,17 @@ def test_csv_without_lyric_column(tmp_path):
     path = tmp_path / "songs.csv"
     path.write_text("Artist,Title,Words\nDrake,One Dance,baby i like your style\n", encoding="utf-8")
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=DataSource.csv, path=str(path)))
+        load_text(data_config(source=DataSource.csv, path=str(path)))
     usage_error(excinfo, str(path), "'Lyric'", "Artist, Title, Words", "data.column")
     # naming the right column reads it
-    assert load_text(DataConfig(source=DataSource.csv, path=str(path), column="Words")) == "baby i like your style"
+    assert load_text(data_config(source=DataSource.csv, path=str(path), column="Words")) == "baby i like your style"
 
 
 def test_csv_rows_without_lyrics(tmp_path):
     path = tmp_path / "songs.csv"
     path.write_text("Artist,Title,Lyric\nDrake,Intro,\nDrake,Outro,\n", encoding="utf-8")
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=DataSource.csv, path=str(path)))
+        load_text(data_config(source=DataSource.csv, path=str(path)))
     usage_error(excinfo, str(path), "no rows with lyrics", "'Lyric'")
 
 
@@ -162,21 +170,21 @@ def test_non_utf8_file(tmp_path, source):
     path = tmp_path / "latin1.csv"
     path.write_bytes("Artist,Lyric\nDrake,caf\u00e9 au lait\n".encode("latin-1"))
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=source, path=str(path)))
+        load_text(data_config(source=source, path=str(path)))
     usage_error(excinfo, str(path), "not UTF-8")
 
 
 @pytest.mark.parametrize("source", [DataSource.csv, DataSource.text])
 def test_path_unset(source):
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=source))
+        load_text(data_config(source=source))
     usage_error(excinfo, "data.path is not set")
 
 
 def test_context_length_validation_split_cannot_fill(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("abcdefghij" * 10, encoding="utf-8")  # 90 training and 10 validation characters
-    cfg = DataConfig(source=DataSource.text, path=str(path))
+    cfg = data_config(source=DataSource.text, path=str(path))
     corpus = build_corpus(cfg, context_length=9)
     assert len(corpus.train) == 90 and len(corpus.val) == 10
     with pytest.raises(UsageError) as excinfo:
@@ -187,7 +195,7 @@ def test_context_length_validation_split_cannot_fill(tmp_path):
 def test_text_source_reads_the_file(tmp_path):
     path = tmp_path / "poem.txt"
     path.write_text("started from the bottom\nnow we're here €\n", encoding="utf-8")
-    assert load_text(DataConfig(source=DataSource.text, path=str(path))) == path.read_text(encoding="utf-8")
+    assert load_text(data_config(source=DataSource.text, path=str(path))) == path.read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,7 +269,7 @@ def test_kaggle_download_then_offline(drake_csv, tmp_path, monkeypatch):
     kaggle_api = _kaggle_api_class()
     monkeypatch.setattr(kaggle_api, "dataset_download_files", fake_download)
     cache = tmp_path / "cache"
-    cfg = DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(cache))
+    cfg = data_config(source=DataSource.kaggle, artist="Drake", cache_dir=str(cache))
 
     text = load_text(cfg)
     assert calls == ["deepshah16/song-lyrics-dataset"]
@@ -276,10 +284,10 @@ def test_kaggle_download_then_offline(drake_csv, tmp_path, monkeypatch):
     monkeypatch.setattr(kaggle_api, "dataset_download_files", offline)
     assert load_text(cfg) == text  # from the cache, no download
     # another artist of the downloaded archive, still offline
-    other = load_text(DataConfig(source=DataSource.kaggle, artist="MarlowReed", cache_dir=str(cache)))
+    other = load_text(data_config(source=DataSource.kaggle, artist="MarlowReed", cache_dir=str(cache)))
     assert other == "rain on a tin roof counting time\nlow gear on the county road"
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=DataSource.kaggle, artist="Nobody", cache_dir=str(cache)))
+        load_text(data_config(source=DataSource.kaggle, artist="Nobody", cache_dir=str(cache)))
     usage_error(excinfo, "csv/Nobody.csv", "Drake, MarlowReed")
     assert calls == ["deepshah16/song-lyrics-dataset"]
 
@@ -292,7 +300,7 @@ def test_kaggle_download_failure_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(_kaggle_api_class(), "dataset_download_files", offline)
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
+        load_text(data_config(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
     usage_error(excinfo, "could not download deepshah16/song-lyrics-dataset", "ConnectionError", "data=csv")
 
 
@@ -308,7 +316,7 @@ def test_kaggle_refusing_the_token_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(_kaggle_api_class(), "dataset_download_files", refused)
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
+        load_text(data_config(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
     usage_error(excinfo, "HTTP 401", "kaggle.json", "data=csv")
 
 
@@ -317,7 +325,7 @@ def test_kaggle_without_credentials(tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
     started = time.monotonic()
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(cache)))
+        load_text(data_config(source=DataSource.kaggle, artist="Drake", cache_dir=str(cache)))
     elapsed = time.monotonic() - started
     usage_error(excinfo, "Kaggle is not authenticated", "data=csv")
     assert elapsed < 5, f"took {elapsed:.1f}s"
@@ -332,11 +340,46 @@ def test_a_damaged_kaggle_download_in_the_cache_is_one_line(tmp_path, monkeypatc
     cache.mkdir(parents=True)
     (cache / "song-lyrics-dataset.zip").write_bytes(b"PK\x03\x04 cut off")
     with pytest.raises(UsageError) as excinfo:
-        load_text(DataConfig(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
+        load_text(data_config(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
     usage_error(excinfo, "song-lyrics-dataset.zip is damaged", "delete it")
 
 
 def test_a_csv_with_a_byte_order_mark_reads_like_any_other(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes("\ufeffArtist,Lyric\nJuno Vale,la la la\nMarlow Reed,oh oh\n".encode("utf-8"))
-    assert load_text(DataConfig(source=DataSource.csv, path=str(path), artist="Marlow Reed")) == "oh oh"
+    assert load_text(data_config(source=DataSource.csv, path=str(path), artist="Marlow Reed")) == "oh oh"
+
+
+@pytest.mark.parametrize("artist", ["../../../secret", "/etc/passwd", "a/b", "..", "x\\y"])
+def test_an_artist_is_a_file_name_never_a_path(tmp_path, monkeypatch, artist):
+    _kaggle_env(monkeypatch, tmp_path / "home", credentials=True)
+    (tmp_path / "secret.csv").write_text("Artist,Lyric\nX,not for training\n")
+    with pytest.raises(UsageError) as excinfo:
+        load_text(data_config(DataSource.kaggle, artist=artist, cache_dir=str(tmp_path / "cache")))
+    usage_error(excinfo, "is not a file name")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.csv"))
+
+
+def test_a_hostile_archive_member_is_never_extracted_outside_the_cache(tmp_path, monkeypatch):
+    _kaggle_env(monkeypatch, tmp_path / "home", credentials=True)
+    cache = tmp_path / "cache" / "deepshah16__song-lyrics-dataset"
+    cache.mkdir(parents=True)
+    with zipfile.ZipFile(cache / "song-lyrics-dataset.zip", "w") as z:
+        z.writestr("csv/../../../escaped.csv", OTHER_ARTIST_CSV)
+        z.writestr("csv/Drake.csv", OTHER_ARTIST_CSV)
+    for artist in ("../../../escaped", "..%2F..%2Fescaped"):
+        with pytest.raises(UsageError):
+            load_text(data_config(DataSource.kaggle, artist=artist, cache_dir=str(tmp_path / "cache")))
+    assert load_text(data_config(DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.csv")) == [
+        Path("cache/deepshah16__song-lyrics-dataset/csv/Drake.csv")
+    ]
+
+
+@pytest.mark.parametrize("source", [DataSource.csv, DataSource.text])
+def test_a_pipe_or_a_folder_as_the_data_file_is_one_line_not_a_hang(tmp_path, source):
+    os.mkfifo(tmp_path / "pipe")
+    for path, kind in ((tmp_path / "pipe", "not a regular file"), (tmp_path, "a folder")):
+        with pytest.raises(UsageError) as excinfo:
+            load_text(data_config(source, path=str(path)))
+        usage_error(excinfo, kind)

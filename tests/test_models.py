@@ -1,56 +1,54 @@
-"""The six models: sizes, gradients, the three attention implementations, the CPU dropout path, the KV cache."""
+"""The models: every switch, the presets' sizes and recorded losses, both attention implementations, the CPU
+dropout kernels, the KV cache, BitLinear and replicas."""
 
-import functools
+import json
 from dataclasses import replace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from conftest import ROOT
-from drakegpt.config import Attention, DataConfig, DataSource
+from conftest import ROOT, train_in_process, typed_config
+from drakegpt.config import MODEL_LADDER, model_config
 from drakegpt.data import CharVocab, load_text
-from drakegpt.models import MODELS, KVCache, ModelConfig, build_model, count_parameters
-from drakegpt.models import attention
-from drakegpt.models import cpu_attention
-from drakegpt.models.cpu_attention import CausalAttentionWithDropout
+from drakegpt.models import cpu_kernels
+from drakegpt.models.attention import CausalSelfAttention, Span
+from drakegpt.models.bitnet import BitLinear, pack_codes, packed_weights, ternarize, unpack_codes
+from drakegpt.models.config import Implementation, ModelConfig
+from drakegpt.models.cpu_kernels import CausalAttentionWithDropout
+from drakegpt.models.language_model import LanguageModel, count_parameters
+from drakegpt.sampling import sample
+from drakegpt.train import train_step
 
 VOCAB = 80  # distinct characters of Drake.csv (checked against the file below)
-NAMES = list(MODELS)
-ATTENTION_MODELS = [n for n in NAMES if n != "BigramLM"]
-
+SEED_MODELS = MODEL_LADDER[:6]
 EXPECTED_PARAMS = {
-    "default": {
-        "BigramLM": 6_400,
-        "SingleHeadAttentionLM": 8_528,
-        "MultiHeadAttentionLM": 8_528,
-        "BlocksLM": 17_840,
-        "ResidualBlocksLM": 42_896,
-        "TransformerLM": 43_344,
-    },
-    "large": {
-        "BigramLM": 6_400,
-        # 256*384 position + 80*384 token embeddings, 3*384*384 fused qkv, 384*80+80 LM head
-        "SingleHeadAttentionLM": 602_192,
-        "MultiHeadAttentionLM": 602_192,
-        "BlocksLM": 3_701_072,
-        "ResidualBlocksLM": 10_790_480,
-        "TransformerLM": 10_800_464,
-    },
+    "default": dict(zip(SEED_MODELS, (6_400, 8_528, 8_528, 17_840, 42_896, 43_344))),
+    # 256*384 position + 80*384 token embeddings, 3*384*384 fused qkv, 384*80+80 LM head for the one-layer models
+    "large": dict(zip(SEED_MODELS, (6_400, 602_192, 602_192, 3_701_072, 10_790_480, 10_800_464))),
 }
-
-
-@functools.lru_cache(maxsize=None)
-def preset(scale: str):
-    return OmegaConf.load(ROOT / "conf" / "scale" / f"{scale}.yaml")
-
-
-def model_config(scale: str, vocab_size: int = VOCAB, impl: Attention = Attention.fast) -> ModelConfig:
-    return ModelConfig.from_preset(preset(scale), vocab_size, impl)
-
-
-def drake_vocab_size(path: str) -> int:
-    return len(CharVocab.from_text(load_text(DataConfig(source=DataSource.csv, path=path))))
+REFERENCE = json.loads((ROOT / "tests" / "data" / "reference_losses.json").read_text())
+# One switch changed from TransformerLM (or, for attention=false, from the preset that has nothing else on).
+SWITCHES = [
+    ["model.heads=one"],
+    ["model.depth=one"],
+    ["model.feed_forward=none"],
+    ["model.feed_forward=linear"],
+    ["model.activation=gelu"],
+    ["model.residual=false"],
+    ["model.projection=false"],
+    ["model.norm=none"],
+    ["model.norm=rmsnorm"],
+    ["model.norm_position=post"],
+    ["model.final_norm=none"],
+    ["model.final_norm=rmsnorm"],
+    ["model.dropout=false"],
+    ["model.positions=rotary"],
+    ["model.tie_embeddings=true"],
+    ["model.linear=bitlinear"],
+    ["model.implementation=naive"],
+    ["model.cpu_kernels=false"],
+    ["model=BigramLM"],
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -62,79 +60,132 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Sizes
+def config_of(*overrides: str, vocab_size: int = VOCAB) -> ModelConfig:
+    cfg, _ = typed_config(*overrides)
+    return model_config(cfg.model, cfg.scale, vocab_size)
 
 
-@pytest.mark.parametrize("impl", list(Attention), ids=lambda a: a.value)
+def build(*overrides: str, seed: int = 0, replicas: int = 1, vocab_size: int = VOCAB) -> LanguageModel:
+    torch.manual_seed(seed)
+    return LanguageModel(config_of(*overrides, vocab_size=vocab_size), replicas)
+
+
+# ------------------------------------------------------------------------------------------- sizes and presets
+
+
 @pytest.mark.parametrize("scale", ["default", "large"])
-def test_parameter_counts_on_drake_vocabulary(drake_csv, scale, impl):
-    vocab_size = drake_vocab_size(str(drake_csv))
-    assert vocab_size == VOCAB
-    counts = {}
-    with torch.device("meta"):  # the real modules, without spending time on initialising 10M weights
-        for name in NAMES:
-            counts[name] = count_parameters(build_model(name, model_config(scale, vocab_size, impl)))
-    assert counts == EXPECTED_PARAMS[scale]
+@pytest.mark.parametrize("implementation", ["sdpa", "naive"])
+def test_parameter_counts_of_the_seed_presets(scale, implementation):
+    for name in SEED_MODELS:
+        model = build(f"model={name}", f"scale={scale}", f"model.implementation={implementation}")
+        assert count_parameters(model) == EXPECTED_PARAMS[scale][name], name
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Forward and backward
+def test_drake_has_the_vocabulary_the_counts_assume(drake_csv):
+    cfg, _ = typed_config("data=csv", f"data.path={drake_csv}")
+    assert len(CharVocab.from_text(load_text(cfg.data))) == VOCAB
 
 
-def _forward_backward(name: str, cfg: ModelConfig, T: int):
-    torch.manual_seed(0)
-    model = build_model(name, cfg)
-    model.train()
-    idx = torch.randint(cfg.vocab_size, (2, T))
-    targets = torch.randint(cfg.vocab_size, (2, T))
-    logits, loss = model(idx, targets)
-    assert logits.shape == (2, T, cfg.vocab_size)
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    loss.backward()
-    params = dict(model.named_parameters())
-    if name == "BigramLM":
-        assert list(params) == ["logits_table.weight"]
-    for pname, p in params.items():
-        assert p.grad is not None, f"{name}: {pname} got no gradient"
-        assert torch.isfinite(p.grad).all(), pname
-        assert p.grad.abs().sum() > 0, f"{name}: {pname} got an all-zero gradient"
-    # logits without targets: no loss
-    logits2, none = model.eval()(idx)
-    assert none is None and logits2.shape == (2, T, cfg.vocab_size)
+def test_bitnet_is_transformer_minus_the_biases_of_its_quantised_layers():
+    # BitLinear has no bias: TransformerLM's projection (C) and feed-forward (4C + C) biases go, per layer.
+    for scale, C, L in (("default", 32, 3), ("large", 384, 6)):
+        bitnet = count_parameters(build("model=BitNetLM", f"scale={scale}"))
+        assert bitnet == EXPECTED_PARAMS[scale]["TransformerLM"] - L * 6 * C
 
 
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("scale", ["default", "large"])
-def test_forward_backward_fast(name, scale):
-    cfg = model_config(scale)
-    _forward_backward(name, cfg, T=min(cfg.context_length, 12))
+@pytest.mark.parametrize("case", [c for c in REFERENCE["cases"] if "large" not in c])
+def test_presets_give_the_losses_recorded_before_the_switches(case, tmp_path):
+    check_reference(case, tmp_path)
 
 
-@pytest.mark.parametrize("impl", [Attention.sdpa, Attention.naive], ids=lambda a: a.value)
-@pytest.mark.parametrize("name", ATTENTION_MODELS)
-def test_forward_backward_other_attention(name, impl):
-    cfg = model_config("default", impl=impl)
-    _forward_backward(name, cfg, T=cfg.context_length)
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [c for c in REFERENCE["cases"] if "large" in c])
+def test_large_presets_give_the_losses_recorded_before_the_switches(case, tmp_path):
+    check_reference(case, tmp_path)
 
 
-def test_transformer_uses_final_layernorm():
-    torch.manual_seed(0)
-    model = build_model("TransformerLM", model_config("default")).eval()
-    assert isinstance(model.final_norm, torch.nn.LayerNorm)
-    idx = torch.randint(VOCAB, (2, 8))
+def check_reference(case: str, tmp_path):
+    """Same parameters in the same creation order as the seed's classes: a fixed seed gives the same losses."""
+    expected = REFERENCE["cases"][case]
+    overrides = [*REFERENCE["common"], *expected["overrides"], "logger=none", "train.sample_length=0"]
+    summary = train_in_process(tmp_path, *overrides)[0]
+    assert summary["params"] == expected["params"]
+    for key in ("final_train_loss", "final_val_loss", "best_val_loss"):
+        assert summary[key] == pytest.approx(expected[key], abs=1e-5), key
+    history = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["progress"]["history"]
+    got = [(r["step"], r["train_loss"], r["val_loss"]) for r in history]
+    assert [r[0] for r in got] == [r[0] for r in expected["rows"]]
+    for row, want in zip(got, expected["rows"]):
+        assert row[1:] == pytest.approx(want[1:], abs=1e-5)  # the recorded rows have 6 significant digits
+
+
+def test_transformer_applies_its_final_layernorm():
+    model = build("model=TransformerLM").eval()
+    ids = torch.randint(VOCAB, (1, 2, 8))
     with torch.no_grad():
-        before = model(idx)[0]
+        before = model(ids)[0]
         model.final_norm.weight.mul_(torch.linspace(0.5, 2.0, model.final_norm.weight.numel()))
-        after = model(idx)[0]
-    assert not torch.allclose(before, after)
+        assert not torch.allclose(before, model(ids)[0])
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# fast == sdpa == naive
+# ---------------------------------------------------------------------------------------------- every switch
 
 
-def to_naive(state: dict, naive_model: torch.nn.Module) -> dict:
+@pytest.mark.parametrize("overrides", SWITCHES + [[f"model={m}"] for m in MODEL_LADDER], ids=" ".join)
+def test_each_switch_builds_trains_and_samples_the_same_with_and_without_the_cache(overrides):
+    model = build(*overrides, vocab_size=12)
+    c = model.config
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ids = torch.randint(12, (1, 4, c.context_length + 1), generator=torch.Generator().manual_seed(0))
+    losses = [train_step(model, optimizer, ids[..., :-1], ids[..., 1:], None, torch.device("cpu"))
+              for _ in range(4)]
+    assert all(torch.isfinite(loss).all() for loss in losses)
+    assert losses[-1].item() < losses[0].item()  # it learns something
+    model.eval()
+    cache = model.new_cache(4)
+    if c.implementation is Implementation.naive or not c.attention:
+        assert cache is None
+    else:
+        with torch.no_grad():
+            full = model(ids[..., :-1])[0][0]
+            stepwise = torch.stack([model(ids[..., t:t + 1], cache=cache)[0][0, :, 0]
+                                    for t in range(c.context_length)], dim=1)
+        atol = 5e-3 if c.linear.value == "bitlinear" else 1e-5  # 8-bit rounding boundaries: see test_generate
+        torch.testing.assert_close(stepwise, full, rtol=0, atol=atol)
+    texts = [sample(model, ids[0, :1, :3], 30, kv_cache=kv, generator=torch.Generator().manual_seed(1))
+             for kv in (True, False)]
+    assert torch.equal(texts[0], texts[1])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model=BigramLM", "model.positions=rotary"], "model.positions=rotary needs attention"),
+        (["model=BigramLM", "model.norm=layernorm"], "model.norm=layernorm needs attention"),
+        (["model=BigramLM", "model.tie_embeddings=true"], "model.tie_embeddings=true needs attention"),
+        (["model=BigramLM", "model.linear=bitlinear"], "model.linear=bitlinear needs attention"),
+        (["model=MultiHeadAttentionLM", "model.activation=gelu"], "has no feed-forward"),
+        (["model=BlocksLM", "model.norm_position=post"], "model.norm_position=post needs a norm"),
+        (["model.implementation=naive", "model.positions=rotary"], "cannot be expressed by model.implementation=naive"),
+        (["model.implementation=naive", "model.linear=bitlinear"], "cannot be expressed by model.implementation=naive"),
+        (["model.implementation=naive", "train.replicas=2"], "needs model.implementation=sdpa"),
+        (["model.positions=rotary", "scale.embedding_dim=36", "scale.num_heads=4"], "needs an even head size"),
+    ],
+)
+def test_combinations_that_make_no_sense_are_refused_in_one_line(overrides, message):
+    from drakegpt.config import validate
+    from drakegpt.errors import UsageError
+
+    cfg, resolved = typed_config(*overrides)
+    with pytest.raises(UsageError) as refused:
+        validate(cfg, resolved)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+# ------------------------------------------------------------------------------------- sdpa == naive
+
+
+def to_naive(state: dict, naive: LanguageModel) -> dict:
     """The fused-qkv state dict rewritten for per-head query/key/value modules."""
     out = {}
     for key, value in state.items():
@@ -142,57 +193,46 @@ def to_naive(state: dict, naive_model: torch.nn.Module) -> dict:
             out[key] = value
             continue
         prefix = key[: -len("qkv.weight")]
-        heads = naive_model.get_submodule(prefix.rstrip(".")).heads
-        C = value.shape[1]
-        H = len(heads)
+        heads = naive.get_submodule(prefix.rstrip(".")).heads
+        C, H = value.shape[-1], len(heads)
         D = C // H
         for h in range(H):
             for part, offset in (("query", 0), ("key", C), ("value", 2 * C)):
-                out[f"{prefix}heads.{h}.{part}.weight"] = value[offset + h * D : offset + (h + 1) * D].clone()
+                out[f"{prefix}heads.{h}.{part}.weight"] = value[:, offset + h * D: offset + (h + 1) * D].clone()
     return out
 
 
-@pytest.mark.parametrize("name", ATTENTION_MODELS)
+@pytest.mark.parametrize("name", MODEL_LADDER[1:6])
 def test_attention_implementations_agree(name):
-    cfg = model_config("default")
-    torch.manual_seed(1)
-    fast = build_model(name, cfg).double().eval()
-    sdpa = build_model(name, replace(cfg, attention=Attention.sdpa)).double().eval()
-    naive = build_model(name, replace(cfg, attention=Attention.naive)).double().eval()
-    sdpa.load_state_dict(fast.state_dict())
-    naive.load_state_dict(to_naive(fast.state_dict(), naive))
-    idx = torch.randint(VOCAB, (3, cfg.context_length))
+    sdpa = build(f"model={name}").double().eval()
+    naive = build(f"model={name}", "model.implementation=naive").double().eval()
+    naive.load_state_dict(to_naive(sdpa.state_dict(), naive))
+    ids = torch.randint(VOCAB, (1, 3, 8))
     with torch.no_grad():
-        y_fast, y_sdpa, y_naive = (m(idx)[0] for m in (fast, sdpa, naive))
-        y_short = fast(idx[:, :5])[0], naive(idx[:, :5])[0]
-    assert y_fast.dtype == torch.float64
-    torch.testing.assert_close(y_sdpa, y_fast, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(y_naive, y_fast, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(y_short[1], y_short[0], rtol=1e-10, atol=1e-10)
-    # A wrong head layout (keys and queries swapped) would not agree: the comparison has teeth.
-    if name != "SingleHeadAttentionLM":
-        state = to_naive(fast.state_dict(), naive)
+        torch.testing.assert_close(naive(ids)[0], sdpa(ids)[0], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(naive(ids[..., :5])[0], sdpa(ids[..., :5])[0], rtol=1e-10, atol=1e-10)
+    if name != "SingleHeadAttentionLM":  # a wrong head layout would not agree: the comparison has teeth
+        state = to_naive(sdpa.state_dict(), naive)
         for key in [k for k in state if k.endswith("heads.0.query.weight")]:
             state[key], state[key.replace("query", "key")] = state[key.replace("query", "key")], state[key]
         naive.load_state_dict(state)
         with torch.no_grad():
-            assert not torch.allclose(naive(idx)[0], y_fast)
+            assert not torch.allclose(naive(ids)[0], sdpa(ids)[0])
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The CPU path for dropout on the attention weights
+# -------------------------------------------------------------------- the CPU kernels for dropout
 
 
 def reference_attention(q, k, v, p):
-    """Plain autograd causal attention whose dropout mask is drawn like the fast path draws it."""
+    """Plain autograd causal attention whose dropout mask is drawn like the CPU kernel draws it."""
     BH, T, D = q.shape
     scores = (q @ k.transpose(1, 2)) * D**-0.5
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     weights = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
     drop = torch.zeros(BH, T, T, dtype=torch.bool)
-    for start in range(0, T, cpu_attention._QUERY_BLOCK):
-        end = min(start + cpu_attention._QUERY_BLOCK, T)
-        drop[:, start:end, :end] = cpu_attention.drop_mask(torch.empty(BH, end - start, end, dtype=q.dtype), p)
+    for start in range(0, T, cpu_kernels._QUERY_BLOCK):
+        end = min(start + cpu_kernels._QUERY_BLOCK, T)
+        drop[:, start:end, :end] = cpu_kernels.drop_mask(torch.empty(BH, end - start, end, dtype=q.dtype), p)
     return (weights.masked_fill(drop, 0.0) / (1.0 - p)) @ v
 
 
@@ -200,25 +240,41 @@ def reference_attention(q, k, v, p):
 def test_cpu_dropout_attention_matches_reference(T):
     p = 0.3
     gen = torch.Generator().manual_seed(T)
-    BH, D = 6, 16
-    q, k, v, grad_y = (torch.randn(BH, T, D, dtype=torch.float64, generator=gen) for _ in range(4))
+    q, k, v, grad_y = (torch.randn(6, T, 16, dtype=torch.float64, generator=gen) for _ in range(4))
     inputs = [t.clone().requires_grad_() for t in (q, k, v)]
     ref_inputs = [t.clone().requires_grad_() for t in (q, k, v)]
-
     torch.manual_seed(123)
     y = CausalAttentionWithDropout.apply(*inputs, p)
     torch.manual_seed(123)
     y_ref = reference_attention(*ref_inputs, p)
-
-    assert y.shape == (BH, T, D) and y.dtype == torch.float64
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     y.backward(grad_y)
     y_ref.backward(grad_y)
     for name, a, b in zip("qkv", inputs, ref_inputs):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-10, msg=f"grad of {name}")
-    # Dropout did something: without it the output differs.
-    with torch.no_grad():
+    with torch.no_grad():  # dropout did something
         assert not torch.allclose(y, CausalAttentionWithDropout.apply(q, k, v, 0.0))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_small_context_attention_matches_reference(p):
+    gen = torch.Generator().manual_seed(1)
+    q, k, v, grad_y = (torch.randn(12, 8, 4, dtype=torch.float64, generator=gen) for _ in range(4))
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref_inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    torch.manual_seed(3)
+    y = cpu_kernels.SmallCausalAttention.apply(*inputs, p)
+    torch.manual_seed(3)
+    y_ref = reference_attention(*ref_inputs, p)  # one query block: the same mask draws
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    y.backward(grad_y)
+    y_ref.backward(grad_y)
+    for name, a, b in zip("qkv", inputs, ref_inputs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-10, msg=f"grad of {name}")
+    if p == 0:
+        torch.testing.assert_close(y, torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+        assert torch.autograd.gradcheck(lambda a, b, c: cpu_kernels.SmallCausalAttention.apply(a, b, c, 0.0),
+                                        tuple(t.clone().requires_grad_() for t in (q, k, v)))
 
 
 def test_cpu_dropout_attention_keeps_one_minus_p():
@@ -232,80 +288,134 @@ def test_cpu_dropout_attention_keeps_one_minus_p():
     causal = torch.ones(T, T, dtype=torch.bool).tril().expand(BH, T, T)
     assert kept[~causal].abs().max() == 0  # nothing leaks from the future
     values = kept[causal]
-    # every weight is either dropped (0) or kept and scaled by exactly 1/(1-p)
-    assert torch.minimum(values.abs(), (values - 1).abs()).max() < 1e-9
-    fraction = values.round().mean().item()
-    assert abs(fraction - (1 - p)) < 0.01, fraction
+    assert torch.minimum(values.abs(), (values - 1).abs()).max() < 1e-9  # dropped, or kept and scaled by 1/(1-p)
+    assert abs(values.round().mean().item() - (1 - p)) < 0.01
 
 
 def test_cpu_dropout_attention_gradcheck_without_dropout():
     gen = torch.Generator().manual_seed(0)
-    T = cpu_attention._QUERY_BLOCK + 6  # two query blocks
+    T = cpu_kernels._QUERY_BLOCK + 6  # two query blocks
     q, k, v = (torch.randn(2, T, 3, dtype=torch.float64, generator=gen, requires_grad=True) for _ in range(3))
     assert torch.autograd.gradcheck(lambda q, k, v: CausalAttentionWithDropout.apply(q, k, v, 0.0), (q, k, v))
 
 
-def test_fast_module_takes_cpu_path_and_matches_reference():
-    """CausalSelfAttention (fast, training, big enough) goes through the custom path with the same numbers."""
-    B, H, C, T = 2, 4, 32, 512  # B*H*T*T = 2**21 >= _CUSTOM_ATTENTION_MIN
-    assert B * H * T * T >= cpu_attention._CUSTOM_ATTENTION_MIN
+def test_attention_layer_takes_the_cpu_path_and_matches_reference():
+    B, H, C, T = 2, 4, 32, 512  # B*H*T*T = 2**21 >= the kernel's threshold
+    assert B * H * T * T >= cpu_kernels._CUSTOM_ATTENTION_MIN
+    config = replace(config_of(), embedding_dim=C, num_heads=H, context_length=T, dropout=0.2, projection=False)
     torch.manual_seed(0)
-    layer = attention.CausalSelfAttention(C, H, dropout=0.2, projection=False, impl=Attention.fast).double().train()
-    x = torch.randn(B, T, C, dtype=torch.float64)
+    layer = CausalSelfAttention(config, replicas=1, layer=0).double().train()
+    x = torch.randn(1, B, T, C, dtype=torch.float64)
     torch.manual_seed(5)
-    y = layer(x)
+    y = layer(x, Span(torch.arange(T)))
     q, k, v = layer.qkv(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4).reshape(3, B * H, T, C // H)
     torch.manual_seed(5)
-    y_ref = reference_attention(q, k, v, 0.2).view(B, H, T, C // H).transpose(1, 2).reshape(B, T, C)
+    y_ref = reference_attention(q, k, v, 0.2).view(B, H, T, C // H).transpose(1, 2).reshape(1, B, T, C)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# cpu_attention.fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_cheap_cpu_dropout_mask(p):
-    x = torch.ones(2 * cpu_attention._CHEAP_MASK_MIN)
-    assert x.numel() >= cpu_attention._CHEAP_MASK_MIN
+    x = torch.ones(2 * cpu_kernels._CHEAP_MASK_MIN)
     torch.manual_seed(0)
-    y = cpu_attention.fast_dropout(x, p, training=True)
+    y = cpu_kernels.cheap_dropout(x, p, training=True)
     dropped = y == 0
     assert abs(dropped.float().mean().item() - p) <= 0.005
     torch.testing.assert_close(y[~dropped], torch.full_like(y[~dropped], 1.0 / (1.0 - p)))
-    # a second call draws a different mask
-    assert not torch.equal(cpu_attention.fast_dropout(x, p, training=True) == 0, dropped)
+    assert not torch.equal(cpu_kernels.cheap_dropout(x, p, training=True) == 0, dropped)  # a new mask each call
 
 
 def test_dropout_is_identity_when_not_training():
-    x = torch.randn(cpu_attention._CHEAP_MASK_MIN)
-    assert torch.equal(cpu_attention.fast_dropout(x, 0.5, training=False), x)
-    assert torch.equal(cpu_attention.fast_dropout(x, 0.0, training=True), x)
+    x = torch.randn(cpu_kernels._CHEAP_MASK_MIN)
+    assert torch.equal(cpu_kernels.cheap_dropout(x, 0.5, training=False), x)
+    assert torch.equal(cpu_kernels.cheap_dropout(x, 0.0, training=True), x)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# KV cache
+# ----------------------------------------------------------------------------------------------- KV cache
 
 
 @pytest.mark.parametrize("name", ["MultiHeadAttentionLM", "TransformerLM"])
-def test_kv_cache_matches_full_forward(name):
-    cfg = model_config("default")
-    torch.manual_seed(2)
-    model = build_model(name, cfg).eval()
-    idx = torch.randint(VOCAB, (2, cfg.context_length))
-    num_layers = sum(isinstance(m, attention.CausalSelfAttention) for m in model.modules())
-    assert num_layers == (cfg.num_layers if name == "TransformerLM" else 1)
+def test_kv_cache_prompt_then_one_at_a_time_matches_the_full_forward(name):
+    model = build(f"model={name}").eval()
+    T = model.config.context_length
+    ids = torch.randint(VOCAB, (1, 2, T))
     with torch.no_grad():
-        full = model(idx)[0]
-        cache = KVCache(num_layers)
-        steps = [model(idx[:, t : t + 1], cache=cache)[0][:, -1] for t in range(cfg.context_length)]
-    assert cache.length == cfg.context_length
-    torch.testing.assert_close(steps[-1], full[:, -1], rtol=0, atol=1e-5)
-    for t, logits in enumerate(steps):
-        torch.testing.assert_close(logits, full[:, t], rtol=0, atol=1e-5)
-    # A prompt fed whole, then one token at a time, gives the same logits too.
-    with torch.no_grad():
-        cache = KVCache(num_layers)
-        model(idx[:, :5], cache=cache)
-        last = [model(idx[:, t : t + 1], cache=cache)[0][:, -1] for t in range(5, cfg.context_length)]
-    torch.testing.assert_close(last[-1], full[:, -1], rtol=0, atol=1e-5)
+        full = model(ids)[0]
+        cache = model.new_cache(2)
+        model(ids[..., :5], cache=cache)
+        last = [model(ids[..., t:t + 1], cache=cache)[0][:, :, -1] for t in range(5, T)]
+    assert int(cache.length) == T
+    assert cache.keys.shape[3] == T  # preallocated for the whole context: the shapes never change
+    for t, logits in zip(range(5, T), last):
+        torch.testing.assert_close(logits, full[:, :, t], rtol=0, atol=1e-5)
+
+
+# -------------------------------------------------------------------------------------------------- BitNet
+
+
+def test_bitlinear_uses_ternary_weights_and_8_bit_activations():
+    torch.manual_seed(0)
+    layer = BitLinear(16, 8)
+    codes, scale = ternarize(layer.weight)
+    assert set(codes.unique().tolist()) <= {-1.0, 0.0, 1.0} and len(codes.unique()) == 3
+    torch.testing.assert_close(1 / scale.squeeze(), layer.weight.abs().mean())
+    x = torch.randn(1, 3, 16)
+    y = layer.eval()(x)
+    normed = torch.nn.functional.rms_norm(x, (16,))
+    step = normed.abs().amax(-1, keepdim=True) / 127
+    x_q = (normed / step).round() * step  # 8-bit levels of each token
+    torch.testing.assert_close(y, x_q @ (codes / scale).squeeze(0).T, rtol=1e-5, atol=1e-5)
+    layer.train()
+    layer(x).sum().backward()  # straight-through: the latent weights get a gradient
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+def test_packed_codes_round_trip():
+    codes = torch.randint(-1, 2, (5, 7)).float()
+    packed = pack_codes(codes)
+    assert packed.dtype == torch.uint8 and packed.numel() == 9  # 35 codes, four to a byte
+    assert torch.equal(unpack_codes(packed, codes.numel()).view(5, 7), codes)
+
+
+def test_packed_weights_are_at_most_an_eighth_of_the_fp32_ones():
+    model = build("model=BitNetLM", "scale=large")
+    packed = packed_weights(model)
+    bitlinears = [m for m in model.modules() if isinstance(m, BitLinear)]
+    assert len(packed) == len(bitlinears) == 6 * 4  # qkv, projection, up, down in each of 6 layers
+    fp32 = sum(m.weight.numel() * 4 for m in bitlinears)
+    stored = sum(e["codes"].numel() + e["scale"].numel() * 4 + e["shape"].numel() * 8 for e in packed.values())
+    assert stored * 8 <= fp32
+
+
+# ------------------------------------------------------------------------------------------------ replicas
+
+
+@pytest.mark.parametrize("name", ["BlocksLM", "TransformerLM"])
+def test_replicas_compute_what_their_single_runs_compute(name):
+    seeds = [3, 4, 5]
+    singles = [build(f"model={name}", "model.dropout=false", seed=s) for s in seeds]
+    group = build(f"model={name}", "model.dropout=false", replicas=3)
+    group.load_replica_states([m.replica_state(0) for m in singles])
+    ids = torch.randint(VOCAB, (3, 4, 9), generator=torch.Generator().manual_seed(0))
+    single_losses = [m(ids[r:r + 1, :, :-1], ids[r:r + 1, :, 1:])[1] for r, m in enumerate(singles)]
+    group_losses = group(ids[..., :-1], ids[..., 1:])[1]
+    torch.testing.assert_close(group_losses, torch.cat(single_losses), rtol=1e-6, atol=1e-6)
+    torch.cat(single_losses).sum().backward()
+    group_losses.sum().backward()
+    for r, single in enumerate(singles):
+        grads = {n: p.grad for n, p in single.named_parameters()}
+        for n, p in group.named_parameters():
+            torch.testing.assert_close(p.grad[r], grads[n][0], rtol=1e-5, atol=1e-6, msg=n)
+    assert count_parameters(group) == count_parameters(singles[0])
+
+
+def test_replica_runs_match_single_runs_without_dropout(tmp_path):
+    common = ["model=BlocksLM", "train.iters=30", "train.eval_interval=10", "train.eval_iters=2", "logger=none",
+              "train.precision=fp32", "train.sample_length=0"]
+    group = train_in_process(tmp_path / "group", *common, "seed=7", "train.replicas=2")
+    for seed, replica in zip((7, 8), group):
+        single = train_in_process(tmp_path / f"single{seed}", *common, f"seed={seed}")[0]
+        assert replica["seed"] == seed
+        assert replica["final_val_loss"] == pytest.approx(single["final_val_loss"], abs=1e-4)
+        assert replica["params"] == single["params"]
+    assert (tmp_path / "group" / "run" / "seed=8" / "checkpoints" / "last.pt").is_file()

@@ -2,7 +2,7 @@
 
 Every test runs the real entry point with tiny settings (QUICK) from a temporary working folder, so
 models/ lands there, and points hydra.sweep.dir at a temporary folder. Sweeps that several tests read
-are module-scoped fixtures: each subprocess runs once.
+are module-scoped fixtures: each subprocess runs once. All of them train: the module is `slow`.
 """
 
 import csv
@@ -18,10 +18,13 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import QUICK, ROOT, read_summary, run_py
+from conftest import ONE_THREAD, QUICK, ROOT, read_summary, run_py
+from wandb_files import offline_runs
+from drakegpt import registry
+from drakegpt.config import MODEL_LADDER as MODELS
 
-MODELS = ["BigramLM", "SingleHeadAttentionLM", "MultiHeadAttentionLM", "BlocksLM", "ResidualBlocksLM", "TransformerLM"]
-REPORT_FILES = ["comparison.csv", "summary.md", "train_loss.png", "val_loss.png"]
+pytestmark = pytest.mark.slow
+REPORT_FILES = ["comparison.csv", "summary.md", "train_loss.png", "val_loss.png", "loss.png"]
 CSV_COLUMNS = [
     "model",
     "scale",
@@ -34,11 +37,7 @@ CSV_COLUMNS = [
     "status",
 ]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# One torch thread per job: with other work on the machine's two cores, two OpenMP threads per job
-# were measured up to 100x slower per iteration (each parallel region waits for a descheduled thread).
-# train.threads changes neither the job folder names nor the numbers a CPU run produces.
-ONE_THREAD = "train.threads=1"
-FAST = [*QUICK, ONE_THREAD]
+FAST = QUICK
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -103,43 +102,6 @@ def snapshot(paths) -> Dict[Path, tuple]:
     return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
 
 
-def wandb_records(path: Path):
-    """The protobuf records of an offline run's .wandb file (a LevelDB-style log of 32 KiB blocks)."""
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", data[:7]
-    pos, block, pending = 7, 32768, b""
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:  # a block's tail too short for a record header is padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if length == 0 and kind == 0:
-            pos += left
-            continue
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 1:  # FULL
-            yield chunk
-        elif kind == 2:  # FIRST
-            pending = chunk
-        elif kind == 3:  # MIDDLE
-            pending += chunk
-        elif kind == 4:  # LAST
-            yield pending + chunk
-            pending = b""
-
-
-def wandb_run_record(path: Path):
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    for raw in wandb_records(path):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        if record.WhichOneof("record_type") == "run":
-            return record.run
-    return None
-
-
 # ------------------------------------------------------------------------------------- shared sweeps
 
 
@@ -180,10 +142,10 @@ def failing(tmp_path_factory):
 # ------------------------------------------------------------------------------- 1. all models, scales
 
 
-def test_glob_sweeps_all_six_models_and_writes_the_report(all_models):
+def test_glob_sweeps_all_seven_models_and_writes_the_report(all_models):
     result, sweep_dir = all_models
     assert result.returncode == 0, output(result)
-    table = assert_report(sweep_dir, 6)
+    table = assert_report(sweep_dir, len(MODELS))
     assert sorted(r["model"] for r in table) == sorted(MODELS)
     assert {r["status"] for r in table} == {"ok"}, table
     assert {r["scale"] for r in table} == {"default"}
@@ -197,7 +159,7 @@ def test_glob_sweeps_all_six_models_and_writes_the_report(all_models):
         assert cells[-1] == "ok", cells
 
     dirs = job_dirs(sweep_dir)
-    assert len(dirs) == 6, [d.name for d in dirs]
+    assert len(dirs) == len(MODELS), [d.name for d in dirs]
     for model in MODELS:
         d = job(sweep_dir, f"model={model},")
         assert "train.iters=20" in d.name  # readable: named after the overrides
@@ -206,7 +168,8 @@ def test_glob_sweeps_all_six_models_and_writes_the_report(all_models):
         assert summary["model"] == model and summary["status"] == "ok" and summary["steps"] == 20
         with open(d / "metrics.csv", newline="") as f:
             assert [int(r["step"]) for r in csv.DictReader(f)] == [0, 10, 20]
-        assert (sweep_dir.parent / "models" / f"{model}_default.pt").is_file()  # published from the tmp cwd
+        (entry,) = registry.entries(sweep_dir.parent / "models", model, "default")  # published from the tmp cwd
+        assert entry.weights == summary["published"]
 
 
 def test_scale_sweep_gives_a_row_and_a_panel_per_preset(tmp_path, all_models):
@@ -449,7 +412,7 @@ def test_report_cli_rebuilds_the_files_from_a_sweep_folder(tmp_path, all_models)
         [sys.executable, "-m", "drakegpt.report", str(copy)], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert cli.returncode == 0, output(cli)
-    assert_report(copy, 6)
+    assert_report(copy, len(MODELS))
     assert (copy / "comparison.csv").read_text() == (original / "comparison.csv").read_text()
     assert (copy / "summary.md").read_text() == (original / "summary.md").read_text()
 
@@ -470,26 +433,26 @@ def test_report_cli_on_a_folder_without_jobs_fails_with_one_line(tmp_path):
 # ----------------------------------------------------------------------------------------------- 7. W&B
 
 
-def test_wandb_runs_of_one_sweep_share_a_group(tmp_path):
+def test_wandb_runs_of_a_sweep_name_themselves_share_a_group_and_get_a_comparison_run(tmp_path):
     overrides = [o for o in FAST if not o.startswith("logger=")]
-    result, sweep_dir = sweep(tmp_path, "model=BigramLM", "seed=1,2", *overrides, "logger=wandb")
+    env = {"WANDB_DATA_DIR": str(tmp_path / "wandb-data"), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache")}
+    result, sweep_dir = sweep(tmp_path, "model=BigramLM", "seed=1,2", "remedy=none,more_dropout", *overrides,
+                              "logger=wandb", env=env)
     assert result.returncode == 0, output(result)
-    dirs = job_dirs(sweep_dir)
-    assert len(dirs) == 2
-    groups, ids = [], []
-    for d in dirs:
-        runs = list((d / "wandb").glob("offline-run-*"))
-        assert len(runs) == 1, list((d / "wandb").iterdir()) if (d / "wandb").exists() else d
-        run_id = read_summary(d)["run_id"]
-        ids.append(run_id)
-        assert runs[0].name.endswith(run_id)
-        record = wandb_run_record(runs[0] / f"run-{run_id}.wandb")
-        assert record is not None, "no run record in the offline run's .wandb file"
-        assert record.run_id == run_id
-        groups.append(record.run_group)
-    assert len(set(ids)) == 2, ids
-    assert groups[0] == groups[1] != "", groups
-    assert groups[0] == str(sweep_dir)  # null logger.group: the sweep's folder
+    runs = [run for d in job_dirs(sweep_dir) for run in offline_runs(d)]
+    assert len(runs) == 4
+    assert {run.group for run in runs} == {str(sweep_dir)}  # null logger.group: the sweep's folder
+    assert len({run.name for run in runs}) == 4  # unique: model, preset, variant, seed
+    named = [run.name for run in runs if run.name.startswith("BigramLM-default-remedy=more_dropout")]
+    assert sorted(name[-3:] for name in named) == ["-s1", "-s2"]
+    for run in runs:
+        assert run.job_type == "train" and "BigramLM" in run.tags
+        assert run.config["choices"]["remedy"] in ("none", "more_dropout")  # a _global_ group's choice, logged
+        assert [a["type"] for a in run.artifacts] == ["model"]  # the published weights travel with the run
+    (comparison,) = offline_runs(sweep_dir / "wandb") if (sweep_dir / "wandb").exists() else [None]
+    assert comparison is not None and comparison.job_type == "report" and comparison.group == str(sweep_dir)
+    tables = list((comparison.folder / "files" / "media" / "table").rglob("comparison*.table.json"))
+    assert tables, list(comparison.folder.rglob("*"))
 
 
 def test_two_jobs_in_one_folder_fail_loudly_instead_of_hiding(tmp_path):
@@ -502,3 +465,74 @@ def test_two_jobs_in_one_folder_fail_loudly_instead_of_hiding(tmp_path):
     assert statuses == ["failed", "ok"], rows(sweep_dir)
     refused = next(r for r in rows(sweep_dir) if r["status"] == "failed")
     assert refused["job"].endswith("(refused)") and "different config" in refused["error"]
+
+
+# ----------------------------------------------------------------------------------- 8. variants and experiments
+
+
+def test_a_scale_key_sweep_is_two_variants_with_their_own_weights(tmp_path):
+    result, sweep_dir = sweep(tmp_path, "model=BigramLM", "scale.batch_size=8,64", *FAST)
+    assert result.returncode == 0, output(result)
+    table = rows(sweep_dir)
+    assert sorted(r["variant"] for r in table) == ["scale.batch_size=64", "scale.batch_size=8"]
+    text = (sweep_dir / "summary.md").read_text()
+    assert "scale.batch_size=8" in text and "scale.batch_size=64" in text
+    published = {read_summary(d)["published"] for d in job_dirs(sweep_dir)}
+    assert len(published) == 2 and all(Path(p).is_file() for p in published)
+
+
+def test_the_ablation_experiment_writes_its_table_and_chart(tmp_path):
+    result, sweep_dir = sweep(tmp_path, "experiment=ablation", "seed=1,2", "train.iters=20", "train.eval_interval=10",
+                              "train.eval_iters=1", "logger=none", "train.sample_length=0", ONE_THREAD)
+    assert result.returncode == 0, output(result)
+    for name in ("ablation.csv", "ablation.md", "ablation.png"):
+        assert (sweep_dir / name).is_file(), name
+    with open(sweep_dir / "ablation.csv", newline="") as f:
+        ablation = list(csv.DictReader(f))
+    assert sorted(r["variant"] for r in ablation) == sorted(
+        ["", "norm=none", "dropout=false", "residual=false", "projection=false", "feed_forward=linear", "heads=one",
+         "final_norm=none"]
+    )
+    assert all(r["seeds"] == "2" for r in ablation)
+    assert len(rows(sweep_dir)) == 16
+
+
+def test_replicas_in_a_sweep_leave_ordinary_runs(tmp_path):
+    result, sweep_dir = sweep(tmp_path, "model=BlocksLM,TransformerLM", "train.replicas=2", *FAST)
+    assert result.returncode == 0, output(result)
+    table = rows(sweep_dir)
+    assert sorted((r["model"], r["seed"]) for r in table) == [
+        ("BlocksLM", "1337"), ("BlocksLM", "1338"), ("TransformerLM", "1337"), ("TransformerLM", "1338")]
+    assert all(r["job"].split("/")[-1] in ("seed=1337", "seed=1338") for r in table)
+    header = next(line for line in (sweep_dir / "summary.md").read_text().splitlines() if line.startswith("|"))
+    seeds = [c.strip() for c in header.strip("|").split("|")].index("Seeds")
+    assert markdown_row(sweep_dir, "TransformerLM")[seeds] == "2"  # one row, mean ± std
+
+
+# --------------------------------------------------------------------------------------------- 9. Ctrl-C
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["basic", "joblib"])
+def test_one_ctrl_c_stops_a_sweep_with_one_line_and_the_finished_jobs_compared(tmp_path, launcher):
+    sweep_dir = tmp_path / "stopped"
+    overrides = ["model=TransformerLM", "seed=1,2,3,4", "train.iters=600", "train.eval_interval=50",
+                 "train.eval_iters=1", "logger=none", "train.sample_length=0", ONE_THREAD, *launcher,
+                 f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", *overrides]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(len(_eval_steps(m)) >= 2 for m in sweep_dir.glob("*/metrics.csv")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("sweep stopped")], err
+    assert (sweep_dir / "comparison.csv").is_file()
+    statuses = [r["status"] for r in rows(sweep_dir)]
+    assert "interrupted" in statuses and len(statuses) < 4  # jobs not yet started were not started
+    again = run_py(*overrides, cwd=tmp_path, multirun=True)
+    assert again.returncode == 0, output(again)
+    assert sorted(r["status"] for r in rows(sweep_dir)) == ["ok"] * 4

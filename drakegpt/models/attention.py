@@ -1,90 +1,121 @@
-"""Causal self-attention, three ways to compute the same function, plus the cache used when sampling.
+"""Causal self-attention, two ways to compute the same function, and the cache used when sampling.
 
-- `fast` (default): all heads at once from one fused QKV projection and `scaled_dot_product_attention`;
-  for big dropout work on a CPU it takes the cheaper path in cpu_attention.py.
-- `sdpa`: batched heads and plain `scaled_dot_product_attention` everywhere (nanoGPT's model).
+- `sdpa`: all heads at once from one fused QKV projection and `scaled_dot_product_attention`; with
+  cpu_kernels, big dropout work on a CPU takes the cheaper path in cpu_kernels.py.
 - `naive`: the seed's code, one Head module per head with its own key/query/value and a masked softmax.
-`fast` and `sdpa` share parameters, so their checkpoints are interchangeable.
 """
 
-from enum import Enum
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from drakegpt.models.cpu_attention import CausalAttentionWithDropout, fast_dropout, use_cpu_attention
-
-
-class Attention(Enum):
-    fast = "fast"
-    sdpa = "sdpa"
-    naive = "naive"
-
-
-class LayerCache:
-    """Keys and values of every position seen so far in one attention layer."""
-
-    def __init__(self):
-        self.k: Optional[torch.Tensor] = None
-        self.v: Optional[torch.Tensor] = None
-
-    def extend(self, k: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.k is not None:
-            k, v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
-        self.k, self.v = k, v
-        return k, v
+from drakegpt.models.bitnet import BitLinear
+from drakegpt.models.config import Implementation, LinearKind, ModelConfig
+from drakegpt.models.cpu_kernels import (
+    CausalAttentionWithDropout,
+    SmallCausalAttention,
+    cheap_dropout,
+    use_cpu_attention,
+    use_small_attention,
+)
+from drakegpt.models.layers import Linear
 
 
 class KVCache:
-    """One LayerCache per attention layer and the number of positions already fed in."""
+    """Keys and values of every layer for up to `capacity` positions, preallocated.
 
-    def __init__(self, num_layers: int):
-        self.layers: List[LayerCache] = [LayerCache() for _ in range(num_layers)]
-        self.length = 0
+    The shapes never change, so one sampling step can be compiled or captured in a CUDA graph: new
+    positions are written in place and each query attends to the slots at or before its position.
+    """
+
+    def __init__(self, num_layers: int, batch: int, num_heads: int, capacity: int, head_size: int, device, dtype):
+        shape = (num_layers, batch, num_heads, capacity, head_size)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = torch.zeros((), dtype=torch.long, device=device)  # positions filled so far
+        self.slots = torch.arange(capacity, device=device)
+
+    def reset(self) -> None:
+        self.length.zero_()
+
+    def write(self, layer: int, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v (batch, heads, T, D) at `positions`; return all slots and the (T, capacity) causal mask."""
+        keys, values = self.keys[layer], self.values[layer]
+        keys.index_copy_(2, positions, k)
+        values.index_copy_(2, positions, v)
+        return keys, values, self.slots <= positions[:, None]
+
+
+@dataclass
+class Span:
+    """The positions one forward pass covers: (T,) indices, their rotary angles, and the cache if sampling."""
+
+    positions: torch.Tensor
+    rotary: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+    cache: Optional[KVCache] = None
+
+
+def rotary_angles(head_size: int, context_length: int, base: float = 10000.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of position × frequency, (context_length, head_size / 2), as in RoFormer."""
+    frequencies = base ** -(torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+    angles = torch.outer(torch.arange(context_length, dtype=torch.float32), frequencies)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x[i], x[i + D/2]) of x (..., T, D) by its position's angle."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def linear_class(kind: LinearKind):
+    return BitLinear if kind is LinearKind.bitlinear else Linear
+
+
+def dropout_function(config: ModelConfig):
+    sdpa = config.implementation is Implementation.sdpa
+    return cheap_dropout if config.cpu_kernels and sdpa else F.dropout
 
 
 class CausalSelfAttention(nn.Module):
     """All heads at once: one fused QKV matmul, then scaled_dot_product_attention (or its CPU stand-in)."""
 
-    def __init__(
-        self,
-        embedding_dim: int,
-        num_heads: int,
-        dropout: float = 0.0,
-        projection: bool = False,
-        impl: Attention = Attention.fast,
-    ):
+    def __init__(self, config: ModelConfig, replicas: int, layer: int):
         super().__init__()
-        self.num_heads = num_heads
-        self.head_size = embedding_dim // num_heads
-        self.dropout = dropout
-        self.fast = impl is Attention.fast
+        C, linear = config.embedding_dim, linear_class(config.linear)
+        self.num_heads, self.dropout, self.layer = config.num_heads, config.dropout, layer
+        self.cpu_kernels = config.cpu_kernels
+        self.dropout_function = dropout_function(config)
         # q, k and v of every head in one matmul: rows [0, C) are the queries, head h at rows h*D..(h+1)*D.
-        self.qkv = nn.Linear(embedding_dim, 3 * embedding_dim, bias=False)
-        self.proj = nn.Linear(embedding_dim, embedding_dim) if projection else None
+        self.qkv = linear(C, 3 * C, bias=False, replicas=replicas)
+        self.proj = linear(C, C, bias=True, replicas=replicas) if config.projection else None
 
-    def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None) -> torch.Tensor:
-        B, T, C = x.shape
-        H, D = self.num_heads, self.head_size
+    def forward(self, x: torch.Tensor, span: Span) -> torch.Tensor:
+        R, B, T, C = x.shape
+        H, D = self.num_heads, C // self.num_heads
         p = self.dropout if self.training else 0.0
-        if p > 0 and self.fast and use_cpu_attention(x.device, B * H * T * T):
-            q, k, v = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).reshape(3, B * H, T, D)
-            y = CausalAttentionWithDropout.apply(q, k, v, p).view(B, H, T, D)
+        qkv = self.qkv(x).view(R * B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, R·B, H, T, D)
+        if span.rotary is not None:
+            qkv = torch.stack([apply_rotary(qkv[0], *span.rotary), apply_rotary(qkv[1], *span.rotary), qkv[2]])
+        if self.cpu_kernels and span.cache is None and use_small_attention(x.device, T, p, R):
+            q, k, v = qkv.reshape(3, R * B * H, T, D)
+            y = SmallCausalAttention.apply(q, k, v, p).view(R * B, H, T, D)
+        elif p > 0 and self.cpu_kernels and use_cpu_attention(x.device, R * B * H * T * T):
+            q, k, v = qkv.reshape(3, R * B * H, T, D)
+            y = CausalAttentionWithDropout.apply(q, k, v, p).view(R * B, H, T, D)
+        elif span.cache is not None:
+            q, k, v = qkv
+            k, v, mask = span.cache.write(self.layer, span.positions, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            q, k, v = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
-            if cache is not None:
-                k, v = cache.extend(k, v)
-            # New queries are the last T positions; only a prompt fed whole needs the causal mask.
-            causal = T > 1
-            if causal and k.shape[-2] != T:
-                raise ValueError("feed a cache one position at a time after the prompt")
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
-        y = y.transpose(1, 2).reshape(B, T, C)
+            q, k, v = qkv
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1)
+        y = y.transpose(1, 2).reshape(R, B, T, C)
         if self.proj is not None:
-            y = self.proj(y)
-            y = fast_dropout(y, self.dropout, self.training) if self.fast else F.dropout(y, self.dropout, self.training)
+            y = self.dropout_function(self.proj(y), self.dropout, self.training)
         return y
 
 
@@ -93,14 +124,14 @@ class Head(nn.Module):
 
     def __init__(self, embedding_dim: int, head_size: int, context_length: int, dropout: float):
         super().__init__()
-        self.key = nn.Linear(embedding_dim, head_size, bias=False)
-        self.query = nn.Linear(embedding_dim, head_size, bias=False)
-        self.value = nn.Linear(embedding_dim, head_size, bias=False)
+        self.key = Linear(embedding_dim, head_size, bias=False)
+        self.query = Linear(embedding_dim, head_size, bias=False)
+        self.value = Linear(embedding_dim, head_size, bias=False)
         self.register_buffer("tril", torch.tril(torch.ones(context_length, context_length)), persistent=False)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[1]
+        T = x.shape[-2]
         k, q = self.key(x), self.query(x)
         weights = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5
         weights = weights.masked_fill(self.tril[:T, :T] == 0, float("-inf"))
@@ -109,25 +140,23 @@ class Head(nn.Module):
 
 
 class NaiveCausalSelfAttention(nn.Module):
-    """The seed's multi-head attention: a Python loop over Head modules, then concatenation."""
+    """The seed's multi-head attention: a Python loop over Head modules, then concatenation. One replica only."""
 
-    def __init__(self, embedding_dim: int, num_heads: int, context_length: int, dropout: float, projection: bool):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        head_size = embedding_dim // num_heads
-        self.heads = nn.ModuleList(Head(embedding_dim, head_size, context_length, dropout) for _ in range(num_heads))
-        self.proj = nn.Linear(embedding_dim, embedding_dim) if projection else None
-        self.dropout = nn.Dropout(dropout)
+        C = config.embedding_dim
+        self.heads = nn.ModuleList(
+            Head(C, config.head_size, config.context_length, config.dropout) for _ in range(config.num_heads)
+        )
+        self.proj = Linear(C, C) if config.projection else None
+        self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None) -> torch.Tensor:
-        if cache is not None:
-            raise ValueError("the naive attention path has no KV cache")
+    def forward(self, x: torch.Tensor, span: Span) -> torch.Tensor:
         y = torch.cat([head(x) for head in self.heads], dim=-1)
         return self.dropout(self.proj(y)) if self.proj is not None else y
 
 
-def make_attention(
-    embedding_dim: int, num_heads: int, context_length: int, dropout: float, projection: bool, impl: Attention
-) -> nn.Module:
-    if impl is Attention.naive:
-        return NaiveCausalSelfAttention(embedding_dim, num_heads, context_length, dropout, projection)
-    return CausalSelfAttention(embedding_dim, num_heads, dropout, projection, impl)
+def make_attention(config: ModelConfig, replicas: int, layer: int) -> nn.Module:
+    if config.implementation is Implementation.naive:
+        return NaiveCausalSelfAttention(config)
+    return CausalSelfAttention(config, replicas, layer)

@@ -1,0 +1,99 @@
+"""Crash-safe writes, and the checks that keep a run from hanging or failing late on a file or folder."""
+
+import errno
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+from drakegpt.errors import UsageError
+
+
+def atomic_write(path: Path, write: Callable) -> None:
+    """Write through `write(file)` into a temporary file, fsync it, then rename it over `path`.
+
+    A crash or `kill -9` at any moment leaves either the old file or the new one, never a torn one.
+    """
+    atomic_write_all([(Path(path), write)])
+
+
+def atomic_write_all(items: List[Tuple[Path, Callable]]) -> None:
+    """atomic_write for several files, every one written and fsynced before the first rename: a group of
+    checkpoints is replaced all at once, but for the instant between the renames."""
+    written = []
+    try:
+        for path, write in items:
+            written.append((_write_temporary(Path(path), write), Path(path)))
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    for folder in {path.parent for _, path in written}:
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _write_temporary(path: Path, write: Callable) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide results from a shared cluster's group
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def write_json(obj: Dict[str, Any], path: Path) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def read_json(path: Path) -> Dict[str, Any]:
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+
+
+def regular_file(path: Path, key: str) -> Path:
+    """`path` if it is a regular file: a FIFO, a device or a folder would block or fail mid-read."""
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{key}={path}: no such file; check the path (relative paths start at the current folder)")
+    except OSError as e:
+        raise UsageError(f"{key}={path}: cannot be read ({e.strerror}); check the path and its permissions")
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, socket or device)"
+        raise UsageError(f"{key}={path} is {kind}; point {key} at a file")
+    return path
+
+
+def writable_folder(folder: Path, key: str) -> Path:
+    """Create `folder` if needed and prove it takes a file, so a bad location fails before training, not after."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"{key}={folder} is not writable ({os_reason(e)}); choose a folder you can write to")
+    return folder
+
+
+def os_reason(e: OSError) -> str:
+    """A filesystem error in a few words: 'No space left on device', 'Read-only file system', ..."""
+    if e.errno == errno.ENOSPC:
+        return "no space left on device"
+    return (e.strerror or type(e).__name__).lower() if e.errno else str(e)

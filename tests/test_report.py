@@ -1,0 +1,342 @@
+"""The sweep report from hand-written sweep folders: summary.json and metrics.csv as training leaves them.
+
+No training: the report only reads files, so every case here is a small folder built in tmp_path.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import matplotlib
+import pandas as pd
+import pytest
+from matplotlib.container import BarContainer
+
+from drakegpt import plots, report
+
+matplotlib.use("Agg")
+
+STEP_0 = (4.6, 4.7)  # the untrained model's train and val loss
+
+
+def write_job(
+    sweep: Path,
+    folder: str,
+    *,
+    model: str = "TransformerLM",
+    scale: str = "default",
+    seed: int = 1,
+    overrides: Sequence[str] = (),
+    variant: Optional[str] = "",
+    val: float = 2.0,
+    status: str = "ok",
+    steps: int = 200,
+    replicas: int = 1,
+    final: bool = True,
+) -> Path:
+    """A run folder: metrics.csv evaluated at 0, steps/2 and steps (val loss falling to `val`, train 0.1
+    below it) and the summary.json that training writes; variant=None writes a summary without a label (as
+    before the label existed), final=False one without the last losses."""
+    root = sweep / folder
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [(0, *STEP_0), (steps // 2, val + 0.5, val + 0.6), (steps, val - 0.1, val)]
+    pd.DataFrame(
+        [{"step": s, "train_loss": t, "val_loss": v, "lr": 1e-3, "tokens_per_s": 5000.0, "elapsed_s": s / 10}
+         for s, t, v in rows]
+    ).to_csv(root / "metrics.csv", index=False)
+    summary = {
+        "model": model, "scale": scale, "variant": variant, "seed": seed, "params": 43344, "vocab_size": 29,
+        "steps": steps, "final_train_loss": val - 0.1 if final else None, "final_val_loss": val if final else None,
+        "best_val_loss": val if final else None, "best_step": steps, "tokens_per_s": 5000.0, "wall_s": 12.0,
+        "device": "cpu", "threads": 1, "precision": "fp32", "replicas": replicas, "run_id": "0123abcd",
+        "digest": "89abcdef", "overrides": [f"model={model}", f"seed={seed}", *overrides], "status": status,
+        "stopped_early": False, "published": "", "sample": "",
+    }  # fmt: skip
+    if variant is None:
+        del summary["variant"]
+    if status != "ok":
+        summary["error"] = f"{status} on purpose"
+    (root / "summary.json").write_text(json.dumps(summary))
+    return root
+
+
+def failure(model: str, seed: int, overrides: Sequence[str], error: str) -> Dict:
+    """The summary of a job that failed before training."""
+    return {"model": model, "scale": "default", "seed": seed, "overrides": [f"model={model}", f"seed={seed}",
+            *overrides], "status": "failed", "error": error}  # fmt: skip
+
+
+def markdown_rows(text: str) -> List[List[str]]:
+    """The cells of the body rows of the (one) markdown table in `text`."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def ablation_sweep(sweep: Path, seeds=(1, 2, 3)) -> Dict[str, List[float]]:
+    """experiment=ablation as it leaves its folder: the baseline and two variants, best val loss per seed."""
+    losses = {
+        ("baseline", ""): [1.80, 1.82, 1.84],
+        ("no_norm", "norm=none"): [1.90, 1.95, 2.00],
+        ("no_mlp", "feed_forward=linear"): [1.70, 1.75, 1.80],
+    }
+    for (name, label), values in losses.items():
+        for seed, val in zip(seeds, values):
+            write_job(sweep, f"experiment=ablation,seed={seed},variant={name}", seed=seed, variant=label, val=val,
+                      overrides=["experiment=ablation", f"variant={name}", "train.threads=1"])
+    return {label: values[: len(seeds)] for (_, label), values in losses.items()}
+
+
+# ------------------------------------------------------------------------------------- variants and counting
+
+
+@pytest.mark.parametrize("labelled", [True, False], ids=["stored-label", "summary-without-label"])
+def test_a_scale_override_sweep_gives_a_row_per_value(tmp_path, labelled):
+    for batch_size in (8, 64):
+        for seed in (1, 2):
+            label = f"scale.batch_size={batch_size},train.iters=200" if labelled else None
+            write_job(tmp_path, f"model=BigramLM,scale.batch_size={batch_size},seed={seed}", model="BigramLM",
+                      seed=seed, variant=label, val=2.0 + batch_size / 1000 + seed / 100,
+                      overrides=[f"scale.batch_size={batch_size}", "train.iters=200", "train.threads=1"])
+    table, _ = report.collect(tmp_path)
+    assert sorted(set(table.variant)) == ["scale.batch_size=64", "scale.batch_size=8"]  # train.iters is shared
+    rows = markdown_rows(report.markdown(table))
+    assert [(r[0], r[2], r[4]) for r in rows] == [
+        ("BigramLM", "scale.batch_size=64", "2"), ("BigramLM", "scale.batch_size=8", "2")
+    ]  # fmt: skip
+
+
+def test_a_refused_job_counts_once_after_the_sweep_ran_again(tmp_path):
+    # A job that fails before training, run twice: the second run finds its own summary and files refused.json.
+    bad = failure("MultiHeadAttentionLM", 1, ["scale.num_heads=3"], "scale.embedding_dim=32 is not divisible")
+    bad_dir = tmp_path / "model=MultiHeadAttentionLM,scale.num_heads=3"
+    bad_dir.mkdir()
+    (bad_dir / "summary.json").write_text(json.dumps(bad))
+    (bad_dir / "refused.json").write_text(json.dumps({**bad, "overrides": [*bad["overrides"], "train.resume=true"]}))
+    # Two jobs mapped to one folder (data.path stays out of folder names): the second one is really refused.
+    shared = write_job(tmp_path, "data=csv,model=BigramLM", model="BigramLM", variant="data=csv,data.path=a.csv",
+                       overrides=["data=csv", "data.path=a.csv"])
+    refused = failure("BigramLM", 1, ["data=csv", "data.path=b.csv"], "holds a run with a different config")
+    (shared / "refused.json").write_text(json.dumps(refused))
+
+    table, _ = report.collect(tmp_path)
+    assert sorted(table.job) == [
+        "data=csv,model=BigramLM", "data=csv,model=BigramLM (refused)", "model=MultiHeadAttentionLM,scale.num_heads=3"
+    ]  # fmt: skip
+    assert sorted(table.status) == ["failed", "failed", "ok"]
+    variants = table.set_index("job").variant
+    assert variants["data=csv,model=BigramLM"] == "data=csv,data.path=a.csv"
+    assert variants["data=csv,model=BigramLM (refused)"] == "data=csv,data.path=b.csv"  # from its overrides
+    failed_lines = [line for line in report.markdown(table).splitlines() if line.startswith("- `")]
+    assert len(failed_lines) == 2 and sum("scale.num_heads=3" in line for line in failed_lines) == 1
+
+
+def test_an_interrupted_job_shows_its_last_losses_marked(tmp_path):
+    write_job(tmp_path, "model=TransformerLM", val=2.31, status="interrupted", steps=3000)
+    # An older summary without the last losses: they come from the last row of metrics.csv.
+    write_job(tmp_path, "model=ResidualBlocksLM", model="ResidualBlocksLM", val=2.05, status="interrupted",
+              steps=1000, final=False)
+    write_job(tmp_path, "model=BlocksLM", model="BlocksLM", val=9.0, status="diverged")
+    failed = tmp_path / "model=BigramLM"
+    failed.mkdir()
+    (failed / "summary.json").write_text(json.dumps(failure("BigramLM", 1, [], "no such file")))
+
+    table, curves = report.collect(tmp_path)
+    text = report.markdown(table)
+    cells = {r[0]: r for r in markdown_rows(text)}
+    # Model, Scale, Params, Seeds, Final train loss, Final val loss, Best val loss, Tokens/s, Wall (s), Status
+    assert cells["TransformerLM"][4:7] == [
+        "2.210 (interrupted at step 3000)", "2.310 (interrupted at step 3000)", "2.310 (interrupted at step 3000)"
+    ]  # fmt: skip
+    assert cells["ResidualBlocksLM"][5] == "2.050 (interrupted at step 1000)"
+    assert table.set_index("model").final_val_loss["ResidualBlocksLM"] == pytest.approx(2.05)
+    assert cells["BlocksLM"][5] == "" and cells["BigramLM"][5] == ""  # failures show no loss, as before
+    assert "- `model=BigramLM`: failed: no such file" in text
+    assert "- `model=BlocksLM`: diverged: diverged on purpose" in text
+    # Interrupted runs are plotted; a diverged one would drag its seeds' mean.
+    assert set(curves.model) == {"TransformerLM", "ResidualBlocksLM"}
+
+
+def test_replica_folders_are_rows_and_the_newest_attempt_stands(tmp_path):
+    job = "model=TransformerLM,train.replicas=3"
+    stale = tmp_path / job / "summary.json"  # an earlier attempt that failed before training
+    stale.parent.mkdir()
+    stale.write_text(json.dumps(failure("TransformerLM", 1, ["train.replicas=3"], "out of memory")))
+    for seed in (1, 2, 3):
+        write_job(tmp_path / job, f"seed={seed}", seed=seed, replicas=3, val=1.9 + seed / 100,
+                  overrides=["train.replicas=3"])
+    os.utime(stale, ns=(1, 1))
+
+    table, curves = report.collect(tmp_path)
+    assert list(table.job) == [f"{job}/seed=1", f"{job}/seed=2", f"{job}/seed=3"]
+    assert list(table.seed) == [1, 2, 3] and set(table.status) == {"ok"}
+    assert sorted(set(curves.job)) == list(table.job)
+    (row,) = markdown_rows(report.markdown(table))
+    assert row[3] == "3" and row[5] == "1.920 ± 0.010"
+
+    os.utime(stale)  # now the failure is the job's latest attempt
+    table, _ = report.collect(tmp_path)
+    assert list(table.job) == [job] and list(table.status) == ["failed"]
+
+
+# ----------------------------------------------------------------------------------------------- ablation
+
+
+def test_ablation_files_give_each_variants_difference_and_its_spread(tmp_path):
+    losses = ablation_sweep(tmp_path)
+    report.write_report(tmp_path)
+
+    ablation = pd.read_csv(tmp_path / "ablation.csv").fillna({"variant": ""})
+    assert list(ablation.variant) == ["feed_forward=linear", "", "norm=none"]  # sorted by difference
+    base = pd.Series(losses[""])
+    for row in ablation.itertuples():
+        values = pd.Series(losses[row.variant])
+        assert row.seeds == 3 and row.params == 43344 and row.tokens_per_s == 5000
+        assert row.best_val_loss_mean == pytest.approx(values.mean())
+        assert row.best_val_loss_std == pytest.approx(values.std())
+        assert row.difference == pytest.approx(values.mean() - base.mean())
+    norm = ablation[ablation.variant == "norm=none"].iloc[0]
+    assert norm.difference == pytest.approx(0.13)
+    assert norm.difference_se == pytest.approx(math.sqrt(0.05**2 / 3 + 0.02**2 / 3))
+    assert math.isnan(ablation[ablation.baseline].difference_se.iloc[0])
+
+    text = (tmp_path / "ablation.md").read_text()
+    assert "sqrt(s_v²/n_v + s_b²/n_b)" in text
+    rows = {r[0]: r for r in markdown_rows(text)}
+    assert rows["norm=none"][3:5] == ["1.950 ± 0.050", "+0.130 ± 0.031"]
+    assert rows["feed_forward=linear"][4] == "-0.070 ± 0.031"
+    assert rows["baseline"][4] == "0 (baseline)"
+    assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_ablation_figure_draws_sorted_differences_with_their_standard_errors(tmp_path):
+    ablation_sweep(tmp_path)
+    table, _ = report.collect(tmp_path)
+    ablation = report.ablation_table(table)
+    (ax,) = plots.ablation_figure(ablation).axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["feed_forward=linear", "baseline", "norm=none"]
+    assert [p.get_width() for p in ax.patches] == pytest.approx([-0.07, 0.0, 0.13])
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    segments = bars.errorbar.lines[2][0].get_segments()
+    half_widths = [abs(s[1][0] - s[0][0]) / 2 for s in segments]
+    assert half_widths == pytest.approx(list(ablation.difference_se.fillna(0)))
+    assert half_widths[2] == pytest.approx(math.sqrt(0.05**2 / 3 + 0.02**2 / 3))
+
+
+def test_an_ablation_with_one_seed_has_no_spread(tmp_path):
+    ablation_sweep(tmp_path, seeds=(1,))
+    table, _ = report.collect(tmp_path)
+    ablation = report.ablation_table(table)
+    assert list(ablation.seeds) == [1, 1, 1] and ablation.difference_se.isna().all()
+    rows = {r[0]: r for r in markdown_rows(report.ablation_markdown(ablation))}
+    assert rows["norm=none"][3:5] == ["1.900", "+0.100"]
+    (ax,) = plots.ablation_figure(ablation).axes
+    (bars,) = ax.containers
+    assert bars.errorbar is None
+    assert [p.get_width() for p in ax.patches] == pytest.approx([-0.1, 0.0, 0.1])
+
+
+def test_write_figures_returns_the_figures_it_wrote(tmp_path):
+    ablation_sweep(tmp_path)
+    table, curves = report.collect(tmp_path)
+    written = report.write_figures(tmp_path, curves, report.ablation_table(table))
+    assert [p.name for p in written] == ["train_loss.png", "val_loss.png", "loss.png", "ablation.png"]
+    assert all(p.parent == tmp_path and p.read_bytes()[:4] == b"\x89PNG" for p in written)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+@pytest.mark.parametrize("labelled", [True, False], ids=["stored-label", "summary-without-label"])
+def test_the_overfitting_figure_includes_its_baseline(tmp_path, labelled):
+    remedies = ["none", "early_stopping", "lr_decay", "more_dropout", "all"]
+    shared = ["experiment=overfitting", "data=csv", "data.path=a.csv", "logger=none"]
+    for i, remedy in enumerate(remedies):
+        write_job(tmp_path, f"experiment=overfitting,remedy={remedy}", scale="large", val=1.5 - i / 100,
+                  variant=f"remedy={remedy}" if labelled else None, overrides=[f"remedy={remedy}", *shared])
+    table, curves = report.collect(tmp_path)
+    fig = plots.curve_figure(curves, "val_loss", "val loss")
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert sorted(labels) == sorted(f"remedy={r}" for r in remedies)
+    assert report.what_was_swept(curves) == "variants of TransformerLM (remedy)"
+    ablation = report.ablation_table(table)
+    assert ablation[ablation.baseline].variant.tolist() == ["remedy=none"]  # the default remedy is the baseline
+
+
+def test_a_dozen_lines_have_distinct_colours_and_line_styles(tmp_path):
+    lines = [(m, "") for m in ("BigramLM", "SingleHeadAttentionLM", "MultiHeadAttentionLM", "BlocksLM",
+                               "ResidualBlocksLM", "TransformerLM", "BitNetLM")]  # fmt: skip
+    lines += [("TransformerLM", v) for v in ("norm=none", "heads=one", "dropout=false", "residual=false", "b=1")]
+    for i, (model, variant) in enumerate(lines):
+        write_job(tmp_path, f"job{i}", model=model, variant=variant, val=2.0 + i / 50)
+    _, curves = report.collect(tmp_path)
+    drawn = plots.curve_figure(curves, "val_loss", "val loss").axes[0].get_lines()
+    assert len(drawn) == 12
+    assert len({line.get_color() for line in drawn}) == 12
+    style = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in drawn}
+    assert "TransformerLM norm=none" in style
+    assert style["ResidualBlocksLM"][0] != style["TransformerLM"][0]
+    for a, b in zip(drawn, drawn[1:]):  # neighbours in the legend differ in line style too
+        assert a.get_linestyle() != b.get_linestyle()
+    many = plots.line_styles(48)
+    assert len({(s["color"], s["linestyle"]) for s in many}) == 48
+
+
+def test_loss_comparison_has_dashed_train_solid_val_and_one_y_axis_for_the_presets(tmp_path):
+    for scale, val in (("default", 2.0), ("large", 1.4)):
+        for model in ("ResidualBlocksLM", "TransformerLM"):
+            write_job(tmp_path, f"model={model},scale={scale}", model=model, scale=scale, val=val)
+    _, curves = report.collect(tmp_path)
+    fig = plots.comparison_figure(curves, "train (dashed) and val (solid) loss")
+    default, large = fig.axes
+    assert default.get_title() == "scale=default" and large.get_title() == "scale=large"
+    assert default.get_shared_y_axes().joined(default, large)
+    for ax in (default, large):
+        lines = ax.get_lines()
+        assert [line.get_linestyle() for line in lines] == ["--", "-", "--", "-"]
+        assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color() == lines[3].get_color()
+    low, high = default.get_ylim()
+    assert low < 1.3 and 2.0 < high  # both presets' curves fit the one range
+
+
+def test_y_limits_leave_out_the_untrained_model(tmp_path):
+    write_job(tmp_path, "seed=1", seed=1, val=2.0)
+    write_job(tmp_path, "seed=2", seed=2, val=2.2)
+    _, curves = report.collect(tmp_path)
+    ax = plots.curve_figure(curves, "val_loss", "val loss").axes[0]
+    low, high = ax.get_ylim()
+    assert low < 2.0 and 2.8 < high < STEP_0[1]  # step 0's 4.7 would squash the rest
+    (line,) = ax.get_lines()  # the mean of the two seeds
+    assert list(line.get_ydata()) == pytest.approx([4.7, 2.7, 2.1])
+
+
+def test_a_run_evaluated_only_at_step_0_is_drawn_in_range(tmp_path):
+    root = write_job(tmp_path, "model=BigramLM", model="BigramLM")
+    pd.read_csv(root / "metrics.csv").head(1).to_csv(root / "metrics.csv", index=False)
+    _, curves = report.collect(tmp_path)
+    ax = plots.curve_figure(curves, "val_loss", "val loss").axes[0]
+    low, high = ax.get_ylim()
+    assert low < STEP_0[1] < high
+    assert ax.get_lines()[0].get_marker() == "o"  # a point, not an invisible one-point line
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+
+
+def test_report_cli_writes_the_comparison_and_no_ablation_without_variants(tmp_path):
+    for model in ("BigramLM", "TransformerLM"):
+        write_job(tmp_path, f"model={model}", model=model)
+    assert report.main([str(tmp_path)]) == 0
+    assert report.ablation_table(report.collect(tmp_path)[0]).empty
+    written = {p.name for p in tmp_path.iterdir() if p.is_file()}
+    assert written == {"comparison.csv", "summary.md", "train_loss.png", "val_loss.png", "loss.png"}
+
+
+@pytest.mark.parametrize("kind", ["file", "empty folder"])
+def test_report_cli_refuses_what_is_not_a_sweep_folder_in_one_line(tmp_path, capsys, kind):
+    target = tmp_path / "target"
+    target.write_text("") if kind == "file" else target.mkdir()
+    assert report.main([str(target)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(target) in lines[0]
