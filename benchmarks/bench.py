@@ -142,7 +142,7 @@ class Setup:
         self.cfg = cfg = compose([*overrides, *way.overrides])
         self.K, self.B, self.T = cfg.train.replicas, cfg.scale.batch_size, cfg.scale.context_length
         self.tokens = self.K * self.B * self.T  # per step, every replica's
-        self.precision = resolve_precision(cfg.train.precision, device)
+        self.precision = resolve_precision(cfg.train.precision, device, cfg.scale.embedding_dim)
         seeds = [cfg.seed + r for r in range(self.K)]
         self.model = build_replicas(model_config(cfg.model, cfg.scale, len(corpus.vocab)), seeds, device)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer)

@@ -354,6 +354,8 @@ def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
             raise UsageError(f"{key}={value} is not one of auto, true, false")
     if train.patience < 0:
         raise UsageError(f"train.patience={train.patience} must be >= 0 (0 turns early stopping off)")
+    if cfg.logger.init_timeout_s <= 0:
+        raise UsageError(f"logger.init_timeout_s={cfg.logger.init_timeout_s} must be positive, e.g. 30")
     if train.sample_length < 0:
         raise UsageError(f"train.sample_length={train.sample_length} must be >= 0 (0 samples nothing)")
     if train.threads is not None and train.threads <= 0:

@@ -18,7 +18,7 @@ from drakegpt.errors import UsageError
 from drakegpt.files import writable_folder
 from drakegpt.identity import digest, variant
 from drakegpt.run_dir import RunDir
-from drakegpt.runtime import resolve_compile, resolve_device
+from drakegpt.runtime import check_sampling_memory, resolve_compile, resolve_device
 from drakegpt.sampling import sample
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ def generate_task(cfg: RunConfig, resolved: Dict[str, Any], overrides: Sequence[
     inference_dir = writable_folder(Path(cfg.paths.inference_dir), "paths.inference_dir")
     path = weights_path(cfg, resolved, overrides)
     model, vocab, record = load_model(path, device)
+    check_sampling_memory(model.config, cfg.generate.num_samples, len(cfg.generate.prompt) + cfg.generate.length,
+                          device)
     trained = record.run_config.get("model", {}).get("name", "?"), record.run_config.get("scale", {}).get("name", "?")
     named = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ("model", "scale"))
     for key, value in zip(("model", "scale"), trained):

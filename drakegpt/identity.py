@@ -48,7 +48,7 @@ def switch_diff(model: Dict[str, Any]) -> List[str]:
     return [f"{k}={_text(v)}" for k, v in model.items() if k != "name" and k in preset and _text(preset[k]) != _text(v)]
 
 
-def _is_key_under(key: str, prefixes: Sequence[str]) -> bool:
+def is_key_under(key: str, prefixes: Sequence[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
@@ -57,7 +57,7 @@ def variant_parts(config: Dict[str, Any], overrides: Sequence[str]) -> List[str]
     chosen = {}  # the last override of each key wins, as in Hydra
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key in NOT_IN_VARIANT or _is_key_under(key, ("model", "hydra", *RUN_INDEPENDENT_KEYS)):
+        if key in NOT_IN_VARIANT or is_key_under(key, ("model", "hydra", *RUN_INDEPENDENT_KEYS)):
             continue
         chosen[key] = override.lstrip("+~")
     return switch_diff(config.get("model", {})) + list(chosen.values())

@@ -26,6 +26,7 @@ from drakegpt import plots
 from drakegpt.config import CONF_DIR, RUN_INDEPENDENT_KEYS
 from drakegpt.config import MODEL_LADDER as MODELS
 from drakegpt.config import SCALE_ORDER
+from drakegpt.identity import is_key_under
 from drakegpt.sweep_stop import SweepSignals, sweep_stopped
 from drakegpt.tracking import log_sweep_summary
 
@@ -129,14 +130,10 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _is_key_under(key: str, prefixes: Sequence[str]) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-
 def _settings(summary: Dict, without: Sequence[str] = ()) -> FrozenSet[str]:
     """A job's overrides that can change its numbers: the same job whether or not train.threads was given."""
     ignored = ("hydra", *RUN_INDEPENDENT_KEYS, *without)
-    return frozenset(o for o in summary.get("overrides", []) if not _is_key_under(_key(o), ignored))
+    return frozenset(o for o in summary.get("overrides", []) if not is_key_under(_key(o), ignored))
 
 
 def variant_parts(label: str) -> List[str]:

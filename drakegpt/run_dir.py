@@ -2,11 +2,15 @@
 
 import fcntl
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
 from drakegpt.errors import UsageError
-from drakegpt.files import read_json
+from drakegpt.files import read_json, writable_folder
 
 
 class RunDir:
@@ -55,3 +59,22 @@ class RunDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
+
+
+class OutputFolder(Callback):
+    """Hydra creates the run (or sweep) folder before any task code runs: a location that cannot hold one
+    fails here, in one line, instead of in a traceback from Hydra."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(folder: str, key: str) -> None:
+        try:
+            writable_folder(Path(folder), key)
+        except UsageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)

@@ -182,7 +182,7 @@ class Trainer:
         self.variant = ",".join(self.variant_parts)
         set_threads(cfg.train.threads)
         self.device = resolve_device(cfg.device)
-        self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.precision = resolve_precision(cfg.train.precision, self.device, cfg.scale.embedding_dim)
         self.corpus = build_corpus(cfg.data, cfg.scale.context_length)
         self.data_digest = self.corpus.digest()
         self.model_config = model_config(cfg.model, cfg.scale, len(self.corpus.vocab))

@@ -2,6 +2,8 @@
 
 import copy
 import math
+import re
+import shlex
 import subprocess
 import sys
 
@@ -250,8 +252,8 @@ def test_experiment_overfitting():
 def test_ablation_experiments_sweep_variants_over_three_seeds(experiment, variants):
     cfg = compose_config(f"experiment={experiment}", hydra_config=True)
     assert cfg.model.name == "TransformerLM"
-    params = dict(cfg.hydra.sweeper.params)
-    assert params["variant"] == variants and params["seed"] == "1,2,3"
+    assert dict(cfg.hydra.sweeper.params) == {"variant": variants}
+    assert (cfg.seed, cfg.train.replicas) == (1, 3)  # three seeds, trained together
     for variant in variants.split(","):
         typed, resolved = typed_config(f"experiment={experiment}", f"variant={variant}")
         validate(typed, resolved)
@@ -267,3 +269,33 @@ def test_hparams_search_transformer_optuna():
         "optimizer.max_lr": "interval(1e-3, 1e-2)",
         "scale.dropout": "choice(0.0, 0.1, 0.2, 0.3)",
     }
+
+
+def readme_commands():
+    """Every `python run.py ...` line of the README's code blocks, continuation lines joined."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = " ".join(blocks).replace("\\\n", " ").splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.strip().startswith("python run.py")]
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_every_readme_command_parses_and_composes(command):
+    """What a user pastes works: Hydra parses every override (quoting included), and a single run composes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in shlex.split(re.sub(r"<[^>]+>", "x", command))[2:] if not a.startswith("--")]
+    sweep = "-m" in args
+    args = [a for a in args if a != "-m"]
+    parsed = OverridesParser.create().parse_overrides(args)
+    if not sweep and not any(o.is_sweep_override() for o in parsed):
+        typed_config(*args)
+
+
+def test_the_readme_bad_input_table_quotes_a_prompt_hydra_parses():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if "generate.prompt" in line and "€" in line]
+    quoted = re.search(r"`'(generate\.prompt=.*?)'`", rows[0]).group(1)
+    (override,) = OverridesParser.create().parse_overrides([quoted])
+    assert override.value() == "yo €"

@@ -323,6 +323,12 @@ def test_an_inference_dir_that_cannot_be_written_fails_before_sampling(run, trai
     assert (tmp_path / "afile").read_text() == "x"
 
 
+def test_sampling_more_than_memory_holds_is_refused_with_the_estimate(run, trained):
+    proc = run("task=generate", *TRAIN, f"paths.models_dir={trained.models}", "generate.num_samples=1000000000",
+               env=ONE_THREAD)
+    one_line_error(proc, "sampling needs about", "GiB", "generate.num_samples=1000000000")
+
+
 def test_empty_prompt(run, trained):
     one_line_error(run("task=generate", f"paths.models_dir={trained.models}", "generate.prompt=''", env=ONE_THREAD),
                    "generate.prompt is empty")

@@ -442,3 +442,13 @@ def test_a_compiled_training_step_gives_the_eager_losses(tmp_path):
     compiled = train_in_process(tmp_path / "compiled", *common, "train.compile=true")[0]
     for key in ("final_train_loss", "final_val_loss"):
         assert compiled[key] == pytest.approx(eager[key], abs=1e-4), key
+
+
+def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for key, flag in (("hydra.run.dir", []), ("hydra.sweep.dir", ["-m"])):
+        folder = tmp_path / "afile" / "run"
+        result = run_py(*flag, *QUICK, f"{key}={folder}", cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.strip() == f"error: {key}={folder} is not writable (not a directory); choose a folder " \
+                                        "you can write to"
