@@ -284,13 +284,14 @@ def projected_sweep(rows: List[Dict], train) -> Optional[Dict]:
 
 def ablation(data: List[str], corpus, device, args) -> Dict:
     """experiment=ablation one run at a time against its seeds as train.replicas, from measured rates."""
-    params = compose(["experiment=ablation", *data], hydra_node=True).hydra.sweeper.params
-    variants, seeds = str(params.variant).split(","), len(str(params.seed).split(","))
+    experiment = compose(["experiment=ablation", *data], hydra_node=True)
+    variants, seeds = str(experiment.hydra.sweeper.params.variant).split(","), experiment.train.replicas
     measured = [v for v in variants if args.ablation_variants is None or v in args.ablation_variants]
     if not measured:
         raise UsageError(f"--ablation-variants names none of experiment=ablation's: {', '.join(variants)}")
+    one_run = Way(FAST.name, ("train.replicas=1",), timed_eval=True)  # the experiment itself sets replicas
     setups = [Setup(["experiment=ablation", f"variant={v}", *data], way, corpus, device)
-              for v in measured for way in (FAST, replicas(seeds))]
+              for v in measured for way in (one_run, replicas(seeds))]
     rows = measure(setups, args, gen_chars=0)
     for i, row in enumerate(rows):
         row["variant"] = measured[i // 2]

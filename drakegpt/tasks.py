@@ -40,7 +40,6 @@ def run_job(cfg: DictConfig) -> Any:
         return {"status": "not started"}
     folder = RunDir(run_dir)
     trainer: Optional[Trainer] = None
-    started = False
     try:
         config = _typed(cfg)
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -54,19 +53,18 @@ def run_job(cfg: DictConfig) -> Any:
         writable_folder(Path(config.paths.models_dir), "paths.models_dir")
         if config.train.threads is None:
             config.train.threads = threads_per_job(hydra.launcher)
-        if config.train.resume and not sweeping and not folder.holds_run():
+        # A sweep re-run into its folder skips the finished jobs and resumes the cut-off ones.
+        replicas = plan_replicas(config, resolved, run_dir, config.train.resume or sweeping)
+        if config.train.resume and not sweeping and not any(r.files.holds_run() for r in replicas):
             raise UsageError(
                 f"train.resume=true, but {run_dir} holds no run to continue; set hydra.run.dir to the folder of "
                 f"the run (printed when it stopped), or drop train.resume=true to start a new one"
             )
-        # A sweep re-run into its folder skips the finished jobs and resumes the cut-off ones.
-        replicas = plan_replicas(config, resolved, run_dir, config.train.resume or sweeping)
         summaries = finished_summaries(replicas)
         if summaries is not None:
             log.info("%s already finished; nothing to do", run_dir)
         else:
             group = config.logger.group or (hydra.sweep.dir if sweeping else str(run_dir))
-            started = True
             stop_file = Path(hydra.sweep.dir) / STOP_FILE if sweeping else None
             trainer = Trainer(config, replicas, group, overrides, dict(hydra.runtime.choices), stop_file)
             summaries = trainer.run()
@@ -94,7 +92,7 @@ def run_job(cfg: DictConfig) -> Any:
             raise  # a bug, not bad input: the traceback is what helps
         message = str(e) if bad_input else f"{type(e).__name__}: {e}"
         if not sweeping:
-            if not started and (folder.locked or not folder.lock_file.exists()):
+            if folder.locked or not folder.lock_file.exists():  # not a live run's folder
                 _remove_if_empty(run_dir, hydra.output_subdir)
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)

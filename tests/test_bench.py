@@ -36,6 +36,7 @@ def setup(corpus, model, way, *overrides):
     return bench.Setup([f"model={model}", *overrides], way, corpus, CPU)
 
 
+@pytest.mark.slow
 def test_bench_writes_every_row_column_and_section(tmp_path):
     out = tmp_path / "bench"
     argv = TINY + ["--models", "BigramLM", "TransformerLM", "BitNetLM", "--scales", "default", "--replicas", "1", "2"]
@@ -110,6 +111,7 @@ def test_targets_put_each_ratio_beside_its_target():
     assert [(t["measured"], t["met"]) for t in on_gpu][-3:] == [(2.6, "no"), (1.2, "no"), (1.9, "no")]
 
 
+@pytest.mark.slow
 def test_ways_are_built_as_named(corpus):
     reference = setup(corpus, "TransformerLM", bench.REFERENCE)
     assert any(isinstance(m, NaiveCausalSelfAttention) for m in reference.model.modules())

@@ -105,6 +105,7 @@ def test_the_registry_picks_the_exact_config_else_the_newest_of_the_variant_else
 # ------------------------------------------------------------------------------------------ task=generate
 
 
+@pytest.mark.slow
 def test_same_seed_twice_gives_two_identical_files(run, trained, tmp_path):
     args = ("task=generate", "generate.length=300", *TRAIN, f"paths.models_dir={trained.models}")
     earliest = datetime.datetime.now().replace(second=0, microsecond=0)
@@ -130,6 +131,7 @@ def test_same_seed_twice_gives_two_identical_files(run, trained, tmp_path):
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())  # no run folder left
 
 
+@pytest.mark.slow
 def test_a_run_folder_and_another_seed(run, trained, tmp_path):
     proc = run("task=generate", "generate.length=300", f"generate.checkpoint={trained.run_dir}", "seed=7",
                env=ONE_THREAD)
@@ -246,9 +248,10 @@ def test_greedy_top_k_one_and_any_tiny_temperature_agree(trained):
 
 def test_a_huge_temperature_samples_every_character_evenly(trained):
     model, vocab, _ = load_model(trained.published, torch.device("cpu"))
-    ids = sample(model, torch.tensor([[0]]), 4000, temperature=1e30, generator=torch.Generator().manual_seed(0))
+    ids = sample(model, torch.tensor([[0]]), 1500, temperature=1e30, kv_cache=False,
+                 generator=torch.Generator().manual_seed(0))
     counts = torch.bincount(ids[0, 1:], minlength=len(vocab)).float()
-    assert counts.min() > 0.5 * counts.mean()  # flat: nothing dominates, nothing is NaN
+    assert counts.min() > 0.3 * counts.mean()  # flat: every character turns up, nothing dominates, nothing is NaN
 
 
 PROBS = torch.tensor([0.15, 0.5, 0.05, 0.3])  # sorted: 0.5 (1), 0.3 (3), 0.15 (0), 0.05 (2)
@@ -277,6 +280,7 @@ def test_top_k_keeps_k(top_k, kept):
 # ---------------------------------------------------------------------------- bad input: one line, no hang
 
 
+@pytest.mark.slow
 def test_prompt_with_an_unknown_character_as_the_readme_writes_it(run, trained, tmp_path):
     proc = run("task=generate", *TRAIN, f"paths.models_dir={trained.models}", """generate.prompt='"yo €"'""",
                env=ONE_THREAD)
@@ -284,11 +288,13 @@ def test_prompt_with_an_unknown_character_as_the_readme_writes_it(run, trained, 
     assert not (tmp_path / "inference").exists() or not any((tmp_path / "inference").iterdir())
 
 
+@pytest.mark.slow
 def test_a_missing_model_lists_what_is_published(run, trained):
     proc = run("task=generate", "model=BlocksLM", f"paths.models_dir={trained.models}", env=ONE_THREAD)
     one_line_error(proc, "no published BlocksLM at scale=default", "TransformerLM scale=default")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model(run, trained):
     proc = run("task=generate", f"generate.checkpoint={trained.published}", "model=BigramLM", env=ONE_THREAD)
     one_line_error(proc, "TransformerLM", "model=BigramLM")
@@ -309,12 +315,14 @@ def test_damaged_foreign_and_old_checkpoints(trained, tmp_path):
         assert expected in str(refused.value) and "\n" not in str(refused.value)
 
 
+@pytest.mark.slow
 def test_a_pipe_as_the_checkpoint_is_refused_at_once_instead_of_blocking(run, tmp_path):
     os.mkfifo(tmp_path / "pipe.pt")  # opening it for reading would wait for a writer forever
     proc = run("task=generate", f"generate.checkpoint={tmp_path / 'pipe.pt'}", env=ONE_THREAD, timeout=60)
     one_line_error(proc, "not a regular file")
 
 
+@pytest.mark.slow
 def test_an_inference_dir_that_cannot_be_written_fails_before_sampling(run, trained, tmp_path):
     (tmp_path / "afile").write_text("x")
     proc = run("task=generate", *TRAIN, f"paths.models_dir={trained.models}",
@@ -323,12 +331,14 @@ def test_an_inference_dir_that_cannot_be_written_fails_before_sampling(run, trai
     assert (tmp_path / "afile").read_text() == "x"
 
 
+@pytest.mark.slow
 def test_sampling_more_than_memory_holds_is_refused_with_the_estimate(run, trained):
     proc = run("task=generate", *TRAIN, f"paths.models_dir={trained.models}", "generate.num_samples=1000000000",
                env=ONE_THREAD)
     one_line_error(proc, "sampling needs about", "GiB", "generate.num_samples=1000000000")
 
 
+@pytest.mark.slow
 def test_empty_prompt(run, trained):
     one_line_error(run("task=generate", f"paths.models_dir={trained.models}", "generate.prompt=''", env=ONE_THREAD),
                    "generate.prompt is empty")

@@ -419,3 +419,14 @@ def test_replica_runs_match_single_runs_without_dropout(tmp_path):
         assert replica["final_val_loss"] == pytest.approx(single["final_val_loss"], abs=1e-4)
         assert replica["params"] == single["params"]
     assert (tmp_path / "group" / "run" / "seed=8" / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_bitnet_trains_at_the_large_preset(tmp_path):
+    """A few iterations at the large preset on a CPU (its real training needs a GPU), with a smaller batch."""
+    summary = train_in_process(tmp_path, "model=BitNetLM", "scale=large", "scale.batch_size=2", "train.iters=3",
+                               "train.eval_interval=3", "train.eval_iters=1", "logger=none", "train.sample_length=20",
+                               "train.threads=1")[0]
+    transformer = count_parameters(build("model=TransformerLM", "scale=large", vocab_size=summary["vocab_size"]))
+    assert summary["status"] == "ok" and summary["params"] == transformer - 6 * 6 * 384
+    assert summary["final_val_loss"] < 5 and summary["sample"]

@@ -258,6 +258,7 @@ def assert_logged_offline(folder: Path, replicas: int = 1) -> None:
         assert run.folder.name.startswith("offline-run-")
 
 
+@pytest.mark.slow
 def test_online_without_a_key_logs_offline_after_one_line_even_on_a_terminal(tmp_path):
     # A terminal is where wandb would prompt for a key and wait for ever.
     controller, terminal = pty.openpty()
@@ -286,6 +287,7 @@ def test_online_without_a_key_logs_offline_after_one_line_even_on_a_terminal(tmp
     assert_logged_offline(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_online_without_a_server_logs_offline_after_the_init_timeout(tmp_path, no_server):
     env = child_env(tmp_path, WANDB_API_KEY="a" * 40, WANDB_BASE_URL=no_server)
     process = child(tmp_path, env, timeout=2, replicas=2, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -299,6 +301,7 @@ def test_online_without_a_server_logs_offline_after_the_init_timeout(tmp_path, n
     assert_logged_offline(tmp_path / "run", replicas=2)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_stuck_online_start_ends_the_process_at_once(tmp_path, silent_server):
     host = "http://127.0.0.1:%d" % silent_server.getsockname()[1]
     env = child_env(tmp_path, WANDB_API_KEY="a" * 40, WANDB_BASE_URL=host)

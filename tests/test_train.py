@@ -93,6 +93,7 @@ def test_overfitting_experiment_works_at_any_length(tmp_path):
         assert summary["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_debug_quick_touches_every_stage_then_generation_finds_the_model(run, tmp_path):
     result = run("debug=quick", "logger=none", f"hydra.run.dir={tmp_path / 'quick'}")
     assert result.returncode == 0, result.stderr
@@ -185,6 +186,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_kill_9_while_saving_never_leaves_an_unloadable_checkpoint(tmp_path):
     path = tmp_path / "checkpoints" / "last.pt"
     for delay in (0.05, 0.31, 0.77):
@@ -275,6 +277,7 @@ def test_resume_rebuilds_a_lost_or_shortened_metrics_csv_from_the_checkpoint(tmp
 # --------------------------------------------------------------------------------------- one run per folder
 
 
+@pytest.mark.slow
 def test_a_folder_in_use_by_a_live_run_is_refused(run, tmp_path):
     holder = RunDir(tmp_path / "busy").lock()
     try:
@@ -304,17 +307,20 @@ def test_two_runs_started_at_once_into_one_folder_leave_one_clean_run(tmp_path):
 # ------------------------------------------------------------------------------------------ filesystem faults
 
 
+def _mount(*args: str) -> bool:
+    return os.geteuid() == 0 and subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
 @contextmanager
 def small_filesystem(path: Path, size: str):
     """A real tmpfs of `size` at `path` (root only; skipped where it cannot be mounted)."""
     path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                                           capture_output=True).returncode != 0:
+    if not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)):
         pytest.skip("mounting a tmpfs needs root and mount rights")
     try:
         yield path
     finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        subprocess.run(["umount", "-R", "-l", str(path)], capture_output=True)
 
 
 @pytest.mark.slow
@@ -327,26 +333,29 @@ def test_a_fault_mid_run_is_one_line_keeps_the_last_checkpoint_and_a_resume_cont
         proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={run_dir}"],
                                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _wait_for(lambda: (run_dir / "metrics.csv").is_file() and len(metrics(run_dir)) >= 3)
+        checkpoints = run_dir / "checkpoints"
         if fault == "full":  # leave room for summary.json, not for the next checkpoint
             stat = os.statvfs(disk)
             try:
                 (disk / "filler").write_bytes(bytes(max(0, stat.f_bavail * stat.f_frsize - 12 * 1024)))
             except OSError:
                 pass
-        else:
-            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        elif not (_mount("--bind", str(checkpoints), str(checkpoints))
+                  and _mount("-o", "remount,ro,bind", str(checkpoints))):  # a live mount with open files cannot
+            proc.kill()
+            pytest.skip("a read-only bind mount needs root and mount rights")
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: could not write"), err
         assert ("no space left" if fault == "full" else "read-only") in lines[0]
-        saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"]
+        saved = torch.load(checkpoints / "last.pt", weights_only=True)["progress"]["step"]
         assert saved >= 200
+        assert read_summary(run_dir)["status"] == "failed"
         if fault == "full":
-            assert read_summary(run_dir)["status"] == "failed"
             (disk / "filler").unlink()
         else:
-            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+            subprocess.run(["umount", str(checkpoints)], check=True)
         resumed = run_py(*args, f"hydra.run.dir={run_dir}", "train.resume=true", cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr
         assert read_summary(run_dir)["steps"] == 3000
@@ -444,6 +453,7 @@ def test_a_compiled_training_step_gives_the_eager_losses(tmp_path):
         assert compiled[key] == pytest.approx(eager[key], abs=1e-4), key
 
 
+@pytest.mark.slow
 def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path):
     (tmp_path / "afile").write_text("x")
     for key, flag in (("hydra.run.dir", []), ("hydra.sweep.dir", ["-m"])):
