@@ -66,7 +66,7 @@ class Progress:
     saved_step: int = -1  # the step of checkpoints/last.pt
     last_row: Dict[str, float] = field(default_factory=dict)  # the latest evaluation, as in metrics.csv
     history: List[Dict[str, float]] = field(default_factory=list)  # every evaluation: metrics.csv is rebuilt from it
-    state: str = "training"  # training | stopped_early | diverged
+    state: str = "training"  # training | stopped_early | diverged | finished
 
 
 def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, precision, device) -> torch.Tensor:
@@ -165,7 +165,7 @@ def _checkpoint_to_resume(files: RunDir, config: Dict[str, Any], resume: bool) -
 
 
 class Trainer:
-    """One training run (of one or more replicas) in one folder; `resolved` is `cfg` as plain data."""
+    """One training run, of one replica or several, built from `plan_replicas`' list; `run()` trains it."""
 
     def __init__(
         self,
@@ -257,6 +257,7 @@ class Trainer:
             replica.eval_starts = state.eval_starts
             replica.progress = Progress(**state.progress)
             replica.run_id = state.run_id
+            replica.checkpoint = None  # restored: its copy of the weights need not stay in memory
         log.info("resuming %s at step %d", self.replicas[0].files.root, self.replicas[0].progress.step)
 
     def _wandb_name(self, replica: Replica) -> str:

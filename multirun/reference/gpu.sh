@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What produced multirun/reference/large, multirun/reference/overfitting and the GPU benchmark, on one
-# lent GPU within a fixed time: the benchmark first, alone on the card, then the large-preset sweep of
-# the six models and the overfitting experiment side by side (one process per job, joblib launcher).
+# lent GPU within a fixed time, brought up to date for the next lease: the benchmark first, alone on the
+# card (replicas up to 32 at the default preset, the large TransformerLM against nanoGPT's best settings,
+# cached sampling), then the large-preset sweep of the seven models (BitNetLM included) and the
+# overfitting experiment side by side (one process per job, joblib launcher).
 # Jobs still running at the deadline get SIGTERM, save their checkpoint, and resume on a re-run.
 #
 #   DRAKE_CSV=/path/to/Drake.csv bash multirun/reference/gpu.sh OUT_DIR [seconds for the sweeps]
@@ -17,8 +19,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 cat "$OUT/gpu.txt"
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  timeout 150 "$PY" -m drakegpt.bench --scales large --models TransformerLM --data "$DATA" --seconds 2 --rounds 3 \
-    --nanogpt-best --gen-chars 500 --precision-check 500 --precision-scale large --out "$OUT/bench" > "$OUT/bench.log" 2>&1
+  timeout 240 "$PY" benchmarks/bench.py --scales default large --models TransformerLM --data "$DATA" --seconds 2 \
+    --rounds 3 --nanogpt-best --gen-chars 500 --precision-check 500 --precision-scale large --ablation-variants \
+    --out "$OUT/bench" > "$OUT/bench.log" 2>&1
   tail -n 25 "$OUT/bench.log"
 fi
 
@@ -45,9 +48,9 @@ done
 echo "sweeps ran $(( $(date +%s) - start )) s"
 for sweep in large overfitting; do "$PY" -m drakegpt.report "multirun/gpu/$sweep"; cat "multirun/gpu/$sweep/summary.md"; done
 
-if [ -f models/TransformerLM_large.pt ]; then
-  "$PY" run.py task=generate model=TransformerLM scale=large generate.length=1000 seed=6 \
-    hydra.run.dir=multirun/gpu/generate > "$OUT/generate.log" 2>&1
+if ls models/TransformerLM_large/*.pt > /dev/null 2>&1; then
+  "$PY" run.py task=generate model=TransformerLM scale=large data=csv "data.path=$DATA" generate.length=1000 seed=6 \
+    > "$OUT/generate.log" 2>&1
   cp inference/generation_TransformerLM_scaled_*.txt "$OUT/" 2>/dev/null
 fi
 tar czf "$OUT/results.tar.gz" --exclude=checkpoints --exclude=.hydra --exclude='*.pt' multirun/gpu
