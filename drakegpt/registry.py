@@ -65,12 +65,14 @@ def entries(models_dir: Path, model: Optional[str] = None, scale: Optional[str] 
 
 
 def choose(models_dir: Path, model: str, scale: str, digest: str, variant: str, seed: Optional[int]) -> Entry:
-    """The entry of exactly this config; else the newest of this model, scale and variant (and seed, if given)."""
+    """The entry of exactly this config; else the newest of this model, scale and variant, of this seed if there
+    is one (`seed` is also the sampling seed: another seed for the same weights must still find them)."""
     here = entries(models_dir, model, scale)
     exact = [e for e in here if e.digest == digest]
     if exact:
         return exact[0]
-    matching = [e for e in here if e.variant == variant and (seed is None or e.seed == seed)]
+    matching = [e for e in here if e.variant == variant]
+    matching = [e for e in matching if e.seed == seed] or matching
     if matching:
         if len(matching) > 1:
             log.info("%d published models match; using the newest. All of them:\n%s", len(matching),
@@ -78,9 +80,7 @@ def choose(models_dir: Path, model: str, scale: str, digest: str, variant: str, 
         return matching[0]
     everything = entries(models_dir)
     listed = "; ".join(e.describe() for e in everything[:12]) if everything else "no model has been trained yet"
-    wanted = f"{model} at scale={scale}" + (f" with {variant}" if variant else "") + (
-        f" and seed={seed}" if seed is not None else ""
-    )
+    wanted = f"{model} at scale={scale}" + (f" with {variant}" if variant else "")
     raise UsageError(
         f"no published {wanted} in {models_dir}. Published: {listed}. Train it with the same overrides, "
         f"or pick one with generate.checkpoint=<.pt file or run folder>"

@@ -95,6 +95,9 @@ def test_the_registry_picks_the_exact_config_else_the_newest_of_the_variant_else
     assert registry.choose(trained.models, "TransformerLM", "default", transformer.digest, "x", None) == transformer
     assert registry.choose(trained.models, "TransformerLM", "default", "00000000", transformer.variant, None).weights \
         == transformer.weights
+    # seed= is the sampling seed too: other seeds sample from the same weights when no run of theirs exists
+    other_seed = registry.choose(trained.models, "TransformerLM", "default", "00000000", transformer.variant, 7)
+    assert other_seed == transformer
     with pytest.raises(UsageError) as missing:
         registry.choose(trained.models, "BlocksLM", "default", "00000000", "", None)
     message = str(missing.value)

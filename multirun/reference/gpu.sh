@@ -50,7 +50,7 @@ for sweep in large overfitting; do "$PY" -m drakegpt.report "multirun/gpu/$sweep
 
 if ls models/TransformerLM_large/*.pt > /dev/null 2>&1; then
   "$PY" run.py task=generate model=TransformerLM scale=large data=csv "data.path=$DATA" generate.length=1000 seed=6 \
-    > "$OUT/generate.log" 2>&1
+    "paths.models_dir=$PWD/models" > "$OUT/generate.log" 2>&1
   cp inference/generation_TransformerLM_scaled_*.txt "$OUT/" 2>/dev/null
 fi
 tar czf "$OUT/results.tar.gz" --exclude=checkpoints --exclude=.hydra --exclude='*.pt' multirun/gpu
