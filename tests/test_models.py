@@ -314,15 +314,27 @@ def test_attention_layer_takes_the_cpu_path_and_matches_reference():
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(2 * cpu_kernels._CHEAP_MASK_MIN,), (4, 32, 8, 32)], ids=["large", "replicas"])
 @pytest.mark.parametrize("p", [0.1, 0.5])
-def test_cheap_cpu_dropout_mask(p):
-    x = torch.ones(2 * cpu_kernels._CHEAP_MASK_MIN)
+def test_cheap_cpu_dropout_mask(p, shape):
+    x = torch.ones(shape)
     torch.manual_seed(0)
     y = cpu_kernels.cheap_dropout(x, p, training=True)
     dropped = y == 0
     assert abs(dropped.float().mean().item() - p) <= 0.005
     torch.testing.assert_close(y[~dropped], torch.full_like(y[~dropped], 1.0 / (1.0 - p)))
     assert not torch.equal(cpu_kernels.cheap_dropout(x, p, training=True) == 0, dropped)  # a new mask each call
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_keep_scale_is_drop_mask_as_a_multiplier(dtype):
+    x = torch.empty(4, 7, 9, dtype=dtype)  # 252 elements: not a whole number of 64-bit draws of four lanes
+    torch.manual_seed(4)
+    drop = cpu_kernels.drop_mask(x, 0.3)
+    torch.manual_seed(4)
+    keep = cpu_kernels.keep_scale(x, 0.3)
+    assert keep.dtype == dtype and torch.equal(keep == 0, drop)
+    assert torch.equal(keep[~drop], torch.full_like(keep[~drop], 1 / 0.7))
 
 
 def test_dropout_is_identity_when_not_training():
