@@ -7,6 +7,7 @@ torch: composing a config (and so `--help` and tab completion) stays fast.
 """
 
 import math
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -312,6 +313,9 @@ def _non_finite(node: Any, prefix: str = "") -> Optional[str]:
     return None
 
 
+MAX_REPLICAS = 1024
+
+
 def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
     """Raise UsageError naming the first bad value and its fix. `plain`: the same config as resolved plain data."""
     scale, train, opt = cfg.scale, cfg.train, cfg.optimizer
@@ -336,6 +340,11 @@ def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise UsageError(f"{key}={value} must be positive; set {key} to a value above 0")
+    if train.replicas > MAX_REPLICAS:
+        raise UsageError(
+            f"train.replicas={train.replicas} is above {MAX_REPLICAS}: each replica is a run of its own (folder, "
+            f"checkpoints, W&B run); use fewer, or sweep seed= for more"
+        )
     if scale.embedding_dim % scale.num_heads:
         raise UsageError(
             f"scale.embedding_dim={scale.embedding_dim} is not divisible by scale.num_heads={scale.num_heads}; "
@@ -358,8 +367,11 @@ def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
         raise UsageError(f"logger.init_timeout_s={cfg.logger.init_timeout_s} must be positive, e.g. 30")
     if train.sample_length < 0:
         raise UsageError(f"train.sample_length={train.sample_length} must be >= 0 (0 samples nothing)")
-    if train.threads is not None and train.threads <= 0:
-        raise UsageError(f"train.threads={train.threads} must be positive, or null for torch's default")
+    if train.threads is not None and not 0 < train.threads <= (os.cpu_count() or 1):
+        raise UsageError(
+            f"train.threads={train.threads} must be between 1 and this machine's {os.cpu_count()} CPUs, "
+            f"or null for torch's default"
+        )
     if not 0 < cfg.data.train_fraction < 1:
         raise UsageError(f"data.train_fraction={cfg.data.train_fraction} must be in (0, 1), e.g. 0.9")
     problem = _model_problem(cfg.model, scale, train.replicas)

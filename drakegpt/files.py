@@ -62,7 +62,17 @@ def write_json(obj: Dict[str, Any], path: Path) -> None:
 
 
 def read_json(path: Path) -> Dict[str, Any]:
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+    """The object a JSON file holds, {} if there is no file; a damaged file is one line that names it."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise UsageError(f"{path} cannot be read ({type(e).__name__}: {e}); restore it or delete it") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} holds a {type(data).__name__}, not a JSON object; restore it or delete it")
+    return data
 
 
 def regular_file(path: Path, key: str) -> Path:

@@ -58,8 +58,9 @@ def generate_task(cfg: RunConfig, resolved: Dict[str, Any], overrides: Sequence[
     inference_dir = writable_folder(Path(cfg.paths.inference_dir), "paths.inference_dir")
     path = weights_path(cfg, resolved, overrides)
     model, vocab, record = load_model(path, device)
-    check_sampling_memory(model.config, cfg.generate.num_samples, len(cfg.generate.prompt) + cfg.generate.length,
-                          device)
+    gen = cfg.generate
+    check_sampling_memory(model.config, gen.num_samples, len(gen.prompt) + gen.length, device,
+                          f"generate.num_samples={gen.num_samples}, generate.length={gen.length}")
     trained = record.run_config.get("model", {}).get("name", "?"), record.run_config.get("scale", {}).get("name", "?")
     named = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ("model", "scale"))
     for key, value in zip(("model", "scale"), trained):

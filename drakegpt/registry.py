@@ -55,13 +55,19 @@ def entries(models_dir: Path, model: Optional[str] = None, scale: Optional[str] 
     found = []
     for meta in Path(models_dir).glob("*_*/*.json"):
         weights = meta.with_suffix(".pt")
-        data = read_json(meta)
-        if not weights.is_file() or not data:
+        if not weights.is_file():
             continue
-        entry = Entry(**{**data, "weights": str(weights)})
+        try:  # an entry damaged by hand is left out: the others are still good
+            entry = Entry(**{**read_json(meta), "weights": str(weights)})
+        except UsageError as e:
+            log.warning("skipped a registry entry: %s", e)
+            continue
+        except TypeError as e:
+            log.warning("skipped a registry entry: %s does not hold an entry (%s); restore it or delete it", meta, e)
+            continue
         if (model is None or entry.model == model) and (scale is None or entry.scale == scale):
             found.append(entry)
-    return sorted(found, key=lambda e: e.published_at, reverse=True)
+    return sorted(found, key=lambda e: str(e.published_at), reverse=True)
 
 
 def choose(models_dir: Path, model: str, scale: str, digest: str, variant: str, seed: Optional[int]) -> Entry:

@@ -9,7 +9,6 @@ as one copied back from a cluster: `python -m drakegpt.report multirun/<sweep>`.
 """
 
 import argparse
-import json
 import logging
 import re
 import signal
@@ -26,6 +25,8 @@ from drakegpt import plots
 from drakegpt.config import CONF_DIR, RUN_INDEPENDENT_KEYS
 from drakegpt.config import MODEL_LADDER as MODELS
 from drakegpt.config import SCALE_ORDER
+from drakegpt.errors import UsageError
+from drakegpt.files import read_json
 from drakegpt.identity import is_key_under
 from drakegpt.sweep_stop import SweepSignals, sweep_stopped
 from drakegpt.tracking import log_sweep_summary
@@ -98,7 +99,9 @@ def _records(sweep_dir: Path) -> List[Tuple[str, Optional[Path], Dict]]:
     it is the job's own failure again (a re-run of a job that fails before training finds its summary there)."""
     jobs: Dict[Path, Dict[Path, Dict]] = {}
     for path in sorted(sweep_dir.rglob("summary.json")):
-        summary = json.loads(path.read_text())
+        summary = _readable(path)
+        if summary is None:
+            continue
         folder = path.parent
         replica = (summary.get("replicas") or 1) > 1 and folder.name == f"seed={summary.get('seed')}"
         jobs.setdefault(folder.parent if replica else folder, {})[folder] = summary
@@ -112,18 +115,31 @@ def _records(sweep_dir: Path) -> List[Tuple[str, Optional[Path], Dict]]:
             runs = jobs[job] = {folder: runs[folder] for folder in kept}
         records += [(str(folder.relative_to(sweep_dir)), folder, summary) for folder, summary in runs.items()]
     for path in sorted(sweep_dir.rglob("refused.json")):
-        refused = json.loads(path.read_text())
-        if all(_settings(refused) != _settings(s) for s in jobs.get(path.parent, {}).values()):
+        refused = _readable(path)
+        if refused is not None and all(_settings(refused) != _settings(s) for s in jobs.get(path.parent, {}).values()):
             records.append((f"{path.parent.relative_to(sweep_dir)} (refused)", None, refused))
     return records
+
+
+def _readable(path: Path) -> Optional[Dict]:
+    """A job file's contents; a damaged one leaves its job out of the report, said once, and the rest in."""
+    try:
+        return read_json(path)
+    except UsageError as e:
+        log.warning("left out of the report: %s", e)
+        return None
 
 
 def _metrics(folder: Path) -> Optional[pd.DataFrame]:
     path = folder / "metrics.csv"
     if not path.is_file() or not path.stat().st_size:
         return None
-    frame = pd.read_csv(path)
-    return None if frame.empty else frame
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, OSError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
+        log.warning("left out of the curves: %s cannot be read (%s: %s)", path, type(e).__name__, e)
+        return None
+    return None if frame.empty or "step" not in frame else frame
 
 
 def _key(override: str) -> str:

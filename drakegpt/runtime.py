@@ -89,17 +89,17 @@ def check_memory(cfg, model: ModelConfig, device: torch.device) -> None:
     on_device, on_host = memory_estimate(cfg, model)
     knobs = (
         f"scale.batch_size={cfg.scale.batch_size}, scale.context_length={cfg.scale.context_length}, "
+        f"scale.embedding_dim={cfg.scale.embedding_dim}, scale.num_layers={cfg.scale.num_layers}, "
         f"train.eval_iters={cfg.train.eval_iters}, train.replicas={cfg.train.replicas}"
     )
     ensure_fits(on_device, on_host, device, "this run", knobs)
 
 
-def check_sampling_memory(model: ModelConfig, num_samples: int, length: int, device: torch.device) -> None:
+def check_sampling_memory(model: ModelConfig, num_samples: int, length: int, device: torch.device, knobs: str) -> None:
     """Sampling keeps every sequence (int64), a KV cache per sample, and one window's activations."""
     C, T, L, V = model.embedding_dim, model.context_length, model.num_layers, model.vocab_size
     need = num_samples * (8 * length + 4 * (2 * L * T * C + T * (16 * C + model.num_heads * T) + 4 * V))
-    ensure_fits(need, 8 * num_samples * length, device, "sampling", f"generate.num_samples={num_samples}, "
-                f"generate.length={length}")
+    ensure_fits(need, 8 * num_samples * length, device, "sampling", knobs)
 
 
 def ensure_fits(on_device: int, on_host: int, device: torch.device, what: str, knobs: str) -> None:

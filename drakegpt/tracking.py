@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from drakegpt.config import LoggerConfig, WandbMode
+from drakegpt.errors import UsageError
 from drakegpt.files import atomic_write, read_json, write_json
 from drakegpt.run_dir import RunDir
 
@@ -71,7 +72,7 @@ class Tracker:
             self.wandb_run.define_metric("*", step_metric="step")
             # SLURM's SIGTERM (a requeue, a preemption, scancel) reaches every process of the job, wandb-core too,
             # which then dies with the rows it had not written yet. Log again what no attempt saw to its end.
-            seen = read_json(self._logged_file).get(run.run_id, -1)
+            seen = _logged_steps(self._logged_file).get(run.run_id, -1)
             for row in history:
                 if row["step"] > seen:
                     self.wandb_run.log({k: v for k, v in row.items() if not math.isnan(v)})
@@ -134,7 +135,7 @@ class Tracker:
                     _end_service()
                 else:  # every row up to here is in the run: a resume need not log them again
                     with contextlib.suppress(OSError):
-                        write_json({**read_json(self._logged_file), self.run_id: self.step}, self._logged_file)
+                        write_json({**_logged_steps(self._logged_file), self.run_id: self.step}, self._logged_file)
 
     @property
     def _logged_file(self) -> Path:
@@ -185,6 +186,15 @@ def log_sweep_summary(
     except (OSError, ValueError, wandb.errors.Error) as e:
         log.warning("W&B: the sweep's comparison was not logged (%s); comparison.csv and the figures are in %s",
                     e, sweep_dir)
+
+
+def _logged_steps(path: Path) -> Dict[str, int]:
+    """Which step each W&B run last saw to its end; a damaged record only means logging some rows again."""
+    try:
+        return read_json(path)
+    except UsageError as e:
+        log.warning("W&B: %s", e)
+        return {}
 
 
 def run_tags(run: RunInfo, extra: Sequence[str]) -> List[str]:

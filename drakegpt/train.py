@@ -35,7 +35,15 @@ from drakegpt.models.config import ModelConfig
 from drakegpt.models.language_model import LanguageModel, count_parameters
 from drakegpt.optim import build_optimizer, build_schedule
 from drakegpt.run_dir import RunDir
-from drakegpt.runtime import autocast, check_memory, resolve_compile, resolve_device, resolve_precision, set_threads
+from drakegpt.runtime import (
+    autocast,
+    check_memory,
+    check_sampling_memory,
+    resolve_compile,
+    resolve_device,
+    resolve_precision,
+    set_threads,
+)
 from drakegpt.sampling import sample
 from drakegpt.signals import Interrupted, StopSignals
 from drakegpt.tracking import RunInfo, Tracker
@@ -187,6 +195,9 @@ class Trainer:
         self.data_digest = self.corpus.digest()
         self.model_config = model_config(cfg.model, cfg.scale, len(self.corpus.vocab))
         check_memory(cfg, self.model_config, self.device)
+        # the sample after training too, not a finished run's last step
+        check_sampling_memory(self.model_config, 1, cfg.train.sample_length, self.device,
+                              f"train.sample_length={cfg.train.sample_length}")
         self.model = build_replicas(self.model_config, [r.seed for r in self.replicas], self.device)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer)
         self.schedule = build_schedule(self.optimizer, cfg.optimizer)

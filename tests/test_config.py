@@ -183,6 +183,13 @@ def test_non_positive_values(base, key, value):
     _rejects(_set(base, key, value), f"{key}={value}", "positive")
 
 
+def test_replicas_above_the_cap_are_refused_before_any_folder_is_planned(base):
+    from drakegpt.config import MAX_REPLICAS
+
+    _rejects(_set(base, "train.replicas", 100000), "train.replicas=100000", f"above {MAX_REPLICAS}", "seed=")
+    validate(_set(base, "train.replicas", MAX_REPLICAS))
+
+
 @pytest.mark.parametrize("override", ["optimizer.base_lr=nan", "scale.dropout=inf", "generate.temperature=nan",
                                       "optimizer.algorithm.weight_decay=-inf", "generate.top_p=nan"])
 def test_every_number_must_be_finite(override):

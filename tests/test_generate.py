@@ -4,6 +4,7 @@ temperatures, packed BitNet files, and bad input."""
 import datetime
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,19 @@ def test_the_registry_picks_the_exact_config_else_the_newest_of_the_variant_else
     message = str(missing.value)
     assert "no published BlocksLM at scale=default" in message and "TransformerLM scale=default" in message
     assert "BitNetLM" in message and "\n" not in message
+
+
+def test_a_damaged_registry_entry_is_skipped_and_the_others_still_found(trained, tmp_path, caplog):
+    models = tmp_path / "models"
+    shutil.copytree(trained.models, models)
+    good = registry.entries(models)
+    folder = Path(good[0].weights).parent
+    damaged = {"seed9-00000000": "{broken", "seed8-11111111": '{"model": "TransformerLM"}', "seed7-22222222": "[]"}
+    for name, text in damaged.items():
+        (folder / f"{name}.json").write_text(text)
+        (folder / f"{name}.pt").write_bytes(b"")
+    assert registry.entries(models) == good
+    assert all(f"{name}.json" in caplog.text for name in damaged)
 
 
 # ------------------------------------------------------------------------------------------ task=generate

@@ -340,3 +340,24 @@ def test_report_cli_refuses_what_is_not_a_sweep_folder_in_one_line(tmp_path, cap
     assert report.main([str(target)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and str(target) in lines[0]
+
+
+@pytest.mark.parametrize("damage", ["summary.json", "summary list", "metrics.csv"])
+def test_a_damaged_job_file_leaves_that_job_out_and_the_rest_in(tmp_path, caplog, damage):
+    for model in ("BigramLM", "TransformerLM"):
+        write_job(tmp_path, f"model={model}", model=model)
+    damaged = tmp_path / "model=TransformerLM"
+    if damage == "summary.json":
+        (damaged / "summary.json").write_text('{"model": "Transf')
+    elif damage == "summary list":
+        (damaged / "summary.json").write_text("[1, 2]")
+    else:
+        (damaged / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage\n\x00\x01,\n")
+    assert report.main([str(tmp_path)]) == 0
+    table, curves = report.collect(tmp_path)
+    if damage == "metrics.csv":  # the job's row stands on its summary; only its curve is missing
+        assert sorted(table.model) == ["BigramLM", "TransformerLM"]
+        assert set(curves.model) == {"BigramLM"}
+    else:
+        assert list(table.model) == ["BigramLM"]
+    assert str(damaged) in caplog.text and (tmp_path / "summary.md").is_file()

@@ -14,7 +14,7 @@ from conftest import ROOT, typed_config
 from drakegpt import optim, runtime
 from drakegpt.config import Precision
 from drakegpt.errors import UsageError
-from drakegpt.files import atomic_write_all, regular_file, writable_folder
+from drakegpt.files import atomic_write_all, read_json, regular_file, writable_folder
 from drakegpt.identity import digest, fingerprint, switch_diff, variant
 from drakegpt.run_dir import RunDir
 from drakegpt.signals import StopSignals
@@ -153,6 +153,16 @@ def test_regular_files_and_writable_folders(tmp_path):
     assert writable_folder(tmp_path / "new" / "deep", "k").is_dir()
     with pytest.raises(UsageError, match="k=.* is not writable"):
         writable_folder(tmp_path / "file" / "below", "k")
+
+
+def test_a_damaged_json_file_is_one_line_that_names_it(tmp_path):
+    assert read_json(tmp_path / "none.json") == {}
+    for name, content in (("cut.json", b'{"step": 1'), ("binary.json", b"\xff\xfe\x00"), ("list.json", b"[1]")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UsageError) as damaged:
+            read_json(tmp_path / name)
+        message = str(damaged.value)
+        assert str(tmp_path / name) in message and "restore it or delete it" in message and "\n" not in message
 
 
 def test_the_run_folder_lock_is_exclusive_and_dies_with_its_process(tmp_path):
