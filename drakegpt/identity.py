@@ -30,6 +30,23 @@ def fingerprint(config: Dict[str, Any]) -> Dict[str, Any]:
     return OmegaConf.to_container(kept)
 
 
+def config_diff(old: Dict[str, Any], new: Dict[str, Any], limit: int = 3) -> str:
+    """The first `limit` keys whose values differ between two configs' fingerprints, as `key: old -> new`."""
+    a, b = _flat(fingerprint(old)), _flat(fingerprint(new))
+    changed = [f"{k}: {_text(a.get(k, '(none)'))} -> {_text(b.get(k, '(none)'))}"
+               for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(changed[:limit]) + (f"; and {len(changed) - limit} more" if len(changed) > limit else "")
+
+
+def _flat(tree: Any, prefix: str = "") -> Dict[str, Any]:
+    if not (isinstance(tree, dict) and tree):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 def digest(config: Dict[str, Any]) -> str:
     """Eight hex digits of the fingerprint: equal configs, equal digests."""
     text = json.dumps(fingerprint(config), sort_keys=True, default=str)

@@ -17,7 +17,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 import torch
 from omegaconf import OmegaConf
@@ -30,7 +30,7 @@ from drakegpt.config import RunConfig, model_config
 from drakegpt.data import CharVocab, build_corpus, gather, random_starts
 from drakegpt.errors import UsageError
 from drakegpt.files import os_reason
-from drakegpt.identity import digest, fingerprint, variant_parts
+from drakegpt.identity import config_diff, digest, fingerprint, variant_parts
 from drakegpt.models.config import ModelConfig
 from drakegpt.models.language_model import LanguageModel, count_parameters
 from drakegpt.optim import build_optimizer, build_schedule
@@ -141,12 +141,31 @@ def plan_replicas(cfg: RunConfig, resolved: Dict[str, Any], run_dir: Path, resum
     a folder that holds another run, a different config, or a run that cannot be continued as asked."""
     K = cfg.train.replicas
     seeds = [cfg.seed + r for r in range(K)]
+    held, wanted = _runs_held(run_dir), {"."} if K == 1 else {f"seed={s}" for s in seeds}
+    if held and held != wanted:  # one folder, one run: a group of replicas is one run, and so is a single run
+        raise UsageError(
+            f"{run_dir} holds {_describe(held)}, and seed={cfg.seed} train.replicas={K} asks for "
+            f"{_describe(wanted)}; continue it with the seed and train.replicas it started with (and "
+            f"train.resume=true), or choose another hydra.run.dir"
+        )
     replicas = []
     for seed in seeds:
         config = OmegaConf.to_container(OmegaConf.merge(resolved, {"seed": seed}))
         files = RunDir(run_dir if K == 1 else run_dir / f"seed={seed}")
         replicas.append(Replica(seed, files, config, _checkpoint_to_resume(files, config, resume)))
     return replicas
+
+
+def _runs_held(run_dir: Path) -> Set[str]:
+    """Where this folder holds runs: "." for a single run, seed=<s> for each replica of a group."""
+    folders = [run_dir, *sorted(run_dir.glob("seed=*"))]
+    return {str(f.relative_to(run_dir)) for f in folders if f.is_dir() and RunDir(f).holds_run()}
+
+
+def _describe(folders: Set[str]) -> str:
+    seeds = sorted(folders - {"."}, key=lambda f: int(f[5:]) if f[5:].lstrip("-").isdigit() else 0)
+    parts = (["a single run"] if "." in folders else []) + ([f"replicas {', '.join(seeds)}"] if seeds else [])
+    return " and ".join(parts)
 
 
 def _checkpoint_to_resume(files: RunDir, config: Dict[str, Any], resume: bool) -> Optional[RunCheckpoint]:
@@ -166,8 +185,8 @@ def _checkpoint_to_resume(files: RunDir, config: Dict[str, Any], resume: bool) -
     state = checkpoints.load(files.last, RunCheckpoint)
     if fingerprint(state.run_config) != fingerprint(config):
         raise UsageError(
-            f"{files.root} holds a run with a different config; resume with the same overrides, "
-            f"or choose another hydra.run.dir"
+            f"{files.root} holds a run with a different config ({config_diff(state.run_config, config)}); resume "
+            f"with the same overrides, or choose another hydra.run.dir"
         )
     return state
 

@@ -273,6 +273,36 @@ def test_resume_without_last_pt_but_with_best_pt_says_how_to_go_on(tmp_path):
     assert (tmp_path / "run" / "metrics.csv").read_bytes() == before  # nothing overwritten
 
 
+def test_resume_with_other_settings_names_what_changed(tmp_path):
+    train_in_process(tmp_path, *QUICK)
+    with pytest.raises(UsageError) as refused:
+        _resume(tmp_path, *QUICK, "model.norm=none", "optimizer.max_lr=0.01")
+    assert "model.norm: layernorm -> none; optimizer.max_lr: 0.005 -> 0.01" in str(refused.value)
+
+
+def test_a_folder_holds_one_run_a_single_run_or_one_group_of_replicas(tmp_path):
+    from drakegpt.train import plan_replicas
+
+    def plan(*overrides, resume=True):
+        cfg, resolved = typed_config(*overrides)
+        return plan_replicas(cfg, resolved, tmp_path, resume)
+
+    for folder in (tmp_path / "seed=1", tmp_path / "seed=2"):  # a group of two replicas that began
+        folder.mkdir()
+        (folder / "summary.json").write_text("{}")
+    assert [r.seed for r in plan("seed=1", "train.replicas=2")] == [1, 2]
+    for overrides, asked in ((["seed=1"], "a single run"), (["seed=2", "train.replicas=2"], "seed=2, seed=3"),
+                             (["seed=1", "train.replicas=3"], "seed=1, seed=2, seed=3")):
+        for resume in (True, False):
+            with pytest.raises(UsageError) as refused:
+                plan(*overrides, resume=resume)
+            assert f"holds replicas seed=1, seed=2, and {' '.join(overrides)}" in str(refused.value)
+            assert f"asks for {asked if asked.startswith('a ') else 'replicas ' + asked};" in str(refused.value)
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(UsageError, match="holds a single run and replicas seed=1, seed=2"):
+        plan("seed=1", "train.replicas=2")
+
+
 def test_resume_rebuilds_a_lost_or_shortened_metrics_csv_from_the_checkpoint(tmp_path):
     common = ["train.eval_interval=10", "train.eval_iters=2", "logger=none", "train.sample_length=0"]
     _first_half(tmp_path, *common)
