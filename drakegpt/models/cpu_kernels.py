@@ -13,7 +13,7 @@ _QUERY_BLOCK = 64
 _CHEAP_MASK_MIN = 2**17  # elements of a tensor to drop out
 _CUSTOM_ATTENTION_MIN = 2**20  # elements of the (B, H, T, T) attention weights
 _SMALL_CONTEXT = 32  # up to this many positions, SmallCausalAttention beats the fused kernel's per-head cost
-_CAUSAL_BIAS = {}
+_CAUSAL_MASKS = {}
 
 
 def use_cpu_attention(device: torch.device, weights_numel: int) -> bool:
@@ -60,16 +60,16 @@ def _threshold(p: float) -> int:
 
 def _causal_bias(T: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     key = (T, device, dtype)
-    if key not in _CAUSAL_BIAS:
-        _CAUSAL_BIAS[key] = torch.full((T, T), float("-inf"), device=device, dtype=dtype).triu(1)
-    return _CAUSAL_BIAS[key]
+    if key not in _CAUSAL_MASKS:
+        _CAUSAL_MASKS[key] = torch.full((T, T), float("-inf"), device=device, dtype=dtype).triu(1)
+    return _CAUSAL_MASKS[key]
 
 
 def _causal_ones(T: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     key = (T, device, dtype, "ones")
-    if key not in _CAUSAL_BIAS:
-        _CAUSAL_BIAS[key] = torch.ones((T, T), device=device, dtype=dtype).tril()
-    return _CAUSAL_BIAS[key]
+    if key not in _CAUSAL_MASKS:
+        _CAUSAL_MASKS[key] = torch.ones((T, T), device=device, dtype=dtype).tril()
+    return _CAUSAL_MASKS[key]
 
 
 class CausalAttentionWithDropout(torch.autograd.Function):
