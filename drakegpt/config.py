@@ -6,6 +6,7 @@ then checks what types cannot (ranges, finiteness, combinations) before any work
 torch: composing a config (and so `--help` and tab completion) stays fast.
 """
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from drakegpt.errors import UsageError
+from drakegpt.files import is_file_name
 from drakegpt.models.config import (
     Activation,
     FeedForward,
@@ -217,6 +219,18 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
     if not OmegaConf.has_resolver("multiply"):  # conf/optimizer/sgd_cyclic.yaml scales the preset's rates
         OmegaConf.register_new_resolver("multiply", lambda a, b: a * b)
+    if not OmegaConf.has_resolver("job_folder"):  # conf/config.yaml's hydra.sweep.subdir
+        OmegaConf.register_new_resolver("job_folder", job_folder)
+
+
+def job_folder(overrides: str) -> str:
+    """A sweep job's folder name from its overrides: one name, never a path (a '/' in a value would nest the
+    folder, or with '..' put it outside the sweep), and short enough for the file system."""
+    name = overrides.replace("/", "%2F")
+    if len(name.encode()) > 200:  # most file systems stop at 255 bytes
+        tail = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = name.encode()[:180].decode(errors="ignore") + f"~{tail}"
+    return name
 
 
 def model_config(model: ModelSwitches, scale: ScaleConfig, vocab_size: int) -> ModelConfig:
@@ -340,6 +354,12 @@ def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise UsageError(f"{key}={value} must be positive; set {key} to a value above 0")
+    for key, name in (("model.name", cfg.model.name), ("scale.name", scale.name)):
+        if not is_file_name(name):
+            raise UsageError(
+                f"{key}={name!r} is not a name: it names the run's folder and its published weights; use letters, "
+                f"digits, '-' or '_'"
+            )
     if train.replicas > MAX_REPLICAS:
         raise UsageError(
             f"train.replicas={train.replicas} is above {MAX_REPLICAS}: each replica is a run of its own (folder, "

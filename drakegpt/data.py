@@ -17,7 +17,7 @@ import torch
 
 from drakegpt.config import DataConfig, DataSource
 from drakegpt.errors import UsageError
-from drakegpt.files import atomic_write, regular_file
+from drakegpt.files import atomic_write, is_file_name, regular_file
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,14 @@ def kaggle_csv(cfg: DataConfig) -> Path:
     if not cfg.artist:
         raise UsageError("data.artist is not set; data=kaggle reads csv/<data.artist>.csv, e.g. data.artist=Drake")
     artist = cfg.artist
-    if Path(artist).name != artist or artist in (".", "..") or "\\" in artist or "\0" in artist:
+    if not is_file_name(artist):
         raise UsageError(
             f"data.artist={artist!r} is not a file name; data=kaggle reads csv/<data.artist>.csv, "
             f"e.g. data.artist=Drake"
         )
+    if not is_file_name(cfg.dataset.replace("/", "__")):
+        raise UsageError(f"data.dataset={cfg.dataset!r} is not a Kaggle dataset name; use <owner>/<dataset>, "
+                         f"e.g. deepshah16/song-lyrics-dataset")
     cache = Path(cfg.cache_dir).expanduser() / cfg.dataset.replace("/", "__")
     target = cache / "csv" / f"{artist}.csv"
     if target.exists():

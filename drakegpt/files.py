@@ -75,6 +75,11 @@ def read_json(path: Path) -> Dict[str, Any]:
     return data
 
 
+def is_file_name(name: str) -> bool:
+    """One path component: names that become file or folder names never reach outside their folder."""
+    return bool(name) and Path(name).name == name and name not in (".", "..") and not set(name) & {"\\", "\0"}
+
+
 def regular_file(path: Path, key: str) -> Path:
     """`path` if it is a regular file: a FIFO, a device or a folder would block or fail mid-read."""
     path = Path(path).expanduser()

@@ -183,6 +183,21 @@ def test_non_positive_values(base, key, value):
     _rejects(_set(base, key, value), f"{key}={value}", "positive")
 
 
+@pytest.mark.parametrize("key", ["model.name", "scale.name"])
+@pytest.mark.parametrize("name", ["../../evil", "/tmp/x", "a/b", "..", ""])
+def test_preset_names_name_folders_and_are_never_paths(base, key, name):
+    _rejects(_set(base, key, name), f"{key}={name!r} is not a name")
+
+
+def test_a_job_folder_is_one_name_of_at_most_200_bytes():
+    from drakegpt.config import job_folder
+
+    assert job_folder("data.artist=../../x,model=BigramLM") == "data.artist=..%2F..%2Fx,model=BigramLM"
+    long_a, long_b = "logger.tags=[" + "é" * 150 + "a]", "logger.tags=[" + "é" * 150 + "b]"
+    names = {job_folder(long_a), job_folder(long_b)}
+    assert len(names) == 2 and all(len(n.encode()) <= 200 and "/" not in n for n in names)
+
+
 def test_replicas_above_the_cap_are_refused_before_any_folder_is_planned(base):
     from drakegpt.config import MAX_REPLICAS
 

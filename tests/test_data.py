@@ -350,6 +350,15 @@ def test_a_csv_with_a_byte_order_mark_reads_like_any_other(tmp_path):
     assert load_text(data_config(source=DataSource.csv, path=str(path), artist="Marlow Reed")) == "oh oh"
 
 
+@pytest.mark.parametrize("dataset", ["..", ".", "x\\y", ""])
+def test_a_dataset_name_never_leads_out_of_the_cache(tmp_path, monkeypatch, dataset):
+    _kaggle_env(monkeypatch, tmp_path / "home", credentials=True)
+    with pytest.raises(UsageError) as excinfo:
+        load_text(data_config(DataSource.kaggle, artist="Drake", dataset=dataset, cache_dir=str(tmp_path / "cache")))
+    usage_error(excinfo, "is not a Kaggle dataset name")
+    assert not (tmp_path / "cache").exists()
+
+
 @pytest.mark.parametrize("artist", ["../../../secret", "/etc/passwd", "a/b", "..", "x\\y"])
 def test_an_artist_is_a_file_name_never_a_path(tmp_path, monkeypatch, artist):
     _kaggle_env(monkeypatch, tmp_path / "home", credentials=True)

@@ -459,6 +459,17 @@ def test_two_jobs_in_one_folder_fail_loudly_instead_of_hiding(tmp_path):
 # ----------------------------------------------------------------------------------- 8. variants and experiments
 
 
+def test_a_value_with_slashes_names_one_job_folder_inside_the_sweep(tmp_path):
+    songs = tmp_path / "songs.csv"
+    songs.write_text("Artist,Lyric\nJuno Vale,la la la\n")
+    result, sweep_dir = sweep(tmp_path, "data=csv", f"data.path={songs}", "data.artist=../../escape", *FAST)
+    assert result.returncode != 0, output(result)
+    (folder,) = job_dirs(sweep_dir)
+    assert folder.parent == sweep_dir and folder.name.startswith("data.artist=..%2F..%2Fescape,"), folder
+    assert [r["status"] for r in rows(sweep_dir)] == ["failed"]  # its failure is in the comparison
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "songs.csv", "sweep"]
+
+
 def test_a_scale_key_sweep_is_two_variants_with_their_own_weights(tmp_path):
     result, sweep_dir = sweep(tmp_path, "model=BigramLM", "scale.batch_size=8,64", *FAST)
     assert result.returncode == 0, output(result)
