@@ -7,7 +7,7 @@ paths.models_dir: the entry of exactly this config, else the newest of this mode
 import datetime
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
 
@@ -52,6 +52,18 @@ def output_file(inference_dir: Path, model: str, scale: str, now: datetime.datet
     return path
 
 
+def save_new(text: str, free_path: Callable[[], Path]) -> Path:
+    """Write text into a new file: a generation that takes the same name a moment earlier keeps its file."""
+    while True:
+        path = free_path()
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(text)
+            return path
+        except FileExistsError:
+            continue
+
+
 def generate_task(cfg: RunConfig, resolved: Dict[str, Any], overrides: Sequence[str]) -> str:
     """Sample, print and save."""
     device = resolve_device(cfg.device)
@@ -93,9 +105,7 @@ def generate_task(cfg: RunConfig, resolved: Dict[str, Any], overrides: Sequence[
     text = (
         samples[0] if len(samples) == 1 else "".join(f"=== sample {i + 1} ===\n{s}\n\n" for i, s in enumerate(samples))
     )
-    target = output_file(inference_dir, trained[0], trained[1], datetime.datetime.now())
-    with open(target, "x", encoding="utf-8") as f:
-        f.write(text)
+    target = save_new(text, lambda: output_file(inference_dir, trained[0], trained[1], datetime.datetime.now()))
     print(text)
     log.info("%s characters from %s saved to %s", f"{gen.length * gen.num_samples:,}", path, target)
     return text

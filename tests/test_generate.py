@@ -15,7 +15,7 @@ from conftest import QUICK, train_in_process
 from drakegpt import checkpoints, registry
 from drakegpt.checkpoints import load_model
 from drakegpt.errors import UsageError
-from drakegpt.generate import output_file
+from drakegpt.generate import output_file, save_new
 from drakegpt.models.language_model import LanguageModel
 from drakegpt.sampling import Sampler, filter_logits, sample, window_start
 from test_models import config_of
@@ -165,6 +165,23 @@ def test_output_file_names(tmp_path):
     path.write_text("first")
     assert output_file(tmp_path, "TransformerLM", "default", now).name == "generation_TransformerLM_20240102_0304_2.txt"
     assert output_file(tmp_path, "BigramLM", "large", now).name == "generation_BigramLM_scaled_20240102_0304.txt"
+
+
+def test_a_name_taken_a_moment_earlier_keeps_its_file(tmp_path):
+    now = datetime.datetime(2024, 1, 2, 3, 4, 59)
+    taken = output_file(tmp_path, "TransformerLM", "default", now)
+    paths = iter([taken, None])  # another generation writes `taken` between the choice and the write
+
+    def free_path():
+        path = next(paths)
+        if path is None:
+            return output_file(tmp_path, "TransformerLM", "default", now)
+        path.write_text("the other generation")
+        return path
+
+    written = save_new("ours", free_path)
+    assert taken.read_text() == "the other generation"
+    assert written.name == "generation_TransformerLM_20240102_0304_2.txt" and written.read_text() == "ours"
 
 
 # ------------------------------------------------------------------------------------------------ BitNet
