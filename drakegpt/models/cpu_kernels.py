@@ -58,17 +58,12 @@ def _threshold(p: float) -> int:
     return -32768 + round(p * 65536)
 
 
-def _causal_bias(T: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    key = (T, device, dtype)
+def _causal_mask(T: int, device: torch.device, dtype: torch.dtype, kind: str) -> torch.Tensor:
+    """(T, T), cached: "bias" is -inf above the diagonal and 0 elsewhere, "ones" is 1 on and below it, 0 above."""
+    key = (T, device, dtype, kind)
     if key not in _CAUSAL_MASKS:
-        _CAUSAL_MASKS[key] = torch.full((T, T), float("-inf"), device=device, dtype=dtype).triu(1)
-    return _CAUSAL_MASKS[key]
-
-
-def _causal_ones(T: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    key = (T, device, dtype, "ones")
-    if key not in _CAUSAL_MASKS:
-        _CAUSAL_MASKS[key] = torch.ones((T, T), device=device, dtype=dtype).tril()
+        ones = torch.ones((T, T), device=device, dtype=dtype)
+        _CAUSAL_MASKS[key] = ones.tril() if kind == "ones" else torch.full_like(ones, float("-inf")).triu(1)
     return _CAUSAL_MASKS[key]
 
 
@@ -84,7 +79,7 @@ class CausalAttentionWithDropout(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
         T, scale, keep = q.shape[1], q.shape[2] ** -0.5, 1.0 / (1.0 - p)
-        bias = _causal_bias(T, q.device, q.dtype)
+        bias = _causal_mask(T, q.device, q.dtype, "bias")
         outputs, saved = [], []
         for start in range(0, T, _QUERY_BLOCK):
             end = min(start + _QUERY_BLOCK, T)
@@ -128,10 +123,10 @@ class SmallCausalAttention(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
         T, scale = q.shape[1], q.shape[2] ** -0.5
-        scores = torch.add(_causal_bias(T, q.device, q.dtype), torch.bmm(q, k.transpose(1, 2)), alpha=scale)
+        scores = torch.add(_causal_mask(T, q.device, q.dtype, "bias"), torch.bmm(q, k.transpose(1, 2)), alpha=scale)
         # exp is ~10x slower on -inf or below -87 (float32's smallest normal result): clamp, then zero the future
         weights = (scores - scores.amax(dim=-1, keepdim=True)).clamp_min_(-87.0).exp_()
-        weights = weights.mul_(_causal_ones(T, q.device, q.dtype))
+        weights = weights.mul_(_causal_mask(T, q.device, q.dtype, "ones"))
         weights = weights.div_(weights.sum(dim=-1, keepdim=True))
         keep = keep_scale(weights, p) if p > 0 else None
         kept = weights if keep is None else weights * keep
