@@ -1,9 +1,12 @@
 """DrakeGPT's one entry point: `python run.py [group=option ...] [key=value ...]`, or `-m` to sweep."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from drakegpt.config import register_configs
+from drakegpt.overrides import unknown_key
+from drakegpt.schema import RunConfig, register_configs
 
 register_configs()
 
@@ -16,4 +19,7 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    typo = unknown_key(sys.argv[1:], RunConfig)  # before Hydra, whose hint for a typo is to add it with '+'
+    if typo:
+        sys.exit(print(f"error: {typo}", file=sys.stderr) or 2)
     main()

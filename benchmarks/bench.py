@@ -1,8 +1,9 @@
 """`python benchmarks/bench.py`: speed and memory of every model × preset on this device.
 
-Every way of training is a set of Hydra overrides on conf/ and trains with the project's one `train_step`:
-the fast way (the defaults) side by side with the seed's way (naive per-head attention, fp32, a for-loop
-AdamW; its batches stacked row by row and its evaluation batch by batch, as the seed did), nanoGPT's fp32
+Every way of training is a set of Hydra overrides on conf/, built by the trainer's own `build_training` and
+trained with its `train_step`: the fast way (the defaults) side by side with the original DrakeGPT's way
+(naive per-head attention, fp32, a for-loop AdamW; its batches stacked row by row and its evaluation batch
+by batch, as the original did), nanoGPT's fp32
 model at the large preset and `train.replicas=K` at the default preset. Timed rounds alternate between the
 ways, so a slow moment of the machine falls on all of them alike. Writes bench.json and bench.md into --out.
 """
@@ -14,7 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -23,13 +24,13 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from drakegpt.config import MODEL_LADDER, Precision, model_config, register_configs, validate
+from drakegpt.build import build_training, train_step
 from drakegpt.data import build_corpus, gather, random_starts
 from drakegpt.errors import UsageError
-from drakegpt.optim import build_optimizer
-from drakegpt.runtime import resolve_compile, resolve_device, resolve_precision, set_threads
+from drakegpt.evaluation import Windows, evaluate
+from drakegpt.runtime import resolve_device, set_threads
 from drakegpt.sampling import sample
-from drakegpt.train import build_replicas, evaluate, train_step
+from drakegpt.schema import Precision, group_options, ladder, register_configs, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 DRAKE = ROOT.parent / "shared" / "data" / "Drake.csv"
@@ -41,12 +42,12 @@ CPU_SDPA_FLOPS = {
     ),
 }
 # ++ adds optimizer.algorithm.foreach, or sets it where the optimizer's file has it.
-SEED_WAY = ("model.implementation=naive", "model.cpu_kernels=false", "train.precision=fp32",
+ORIGINAL_WAY = ("model.implementation=naive", "model.cpu_kernels=false", "train.precision=fp32",
             "optimizer.algorithm.fused=false", "++optimizer.algorithm.foreach=false")
 # train.replicas=K at the default preset: (device, model, K, total tokens/s against one run's); reported only.
 TARGETS = [("cpu", "TransformerLM", 4, 2.5), ("cpu", "every other model", 4, 1.5), ("cuda", "every model", 16, 8.0)]
 
-# bench.md's tables: (header, key of a row, format); "Speed-up" is against the seed's way, "vs one run" against K=1.
+# bench.md's tables: (header, key of a row, format); "Speed-up" is against the original's way, "vs one run" K=1.
 COLUMNS = [("Model", "model", "{}"), ("Scale", "scale", "{}"), ("Path", "path", "{}"), ("Precision", "precision", "{}"),
            ("Replicas", "replicas", "{:d}"), ("Train tokens/s", "train_tokens_per_s", "{:,.0f}"),
            ("Speed-up", "speedup", "{:.2f}x"), ("vs one run", "replica_ratio", "{:.2f}x"),
@@ -61,24 +62,24 @@ TARGET_COLUMNS = [("Target", "target", "{}"), ("Measured", "measured", "{:.2f}x"
 
 @dataclass(frozen=True)
 class Way:
-    """One way of training: overrides on conf/; the reference also keeps the seed's own batches and evaluation."""
+    """One way of training: overrides on conf/; the reference also keeps the original's batches and evaluation."""
 
     name: str
     overrides: Tuple[str, ...] = ()
-    seed_batches: bool = False  # per-row torch.stack batches and batch-by-batch evaluation
+    original_batches: bool = False  # per-row torch.stack batches and batch-by-batch evaluation
     timed_eval: bool = False
 
 
-REFERENCE = Way("reference (seed)", SEED_WAY, seed_batches=True, timed_eval=True)
+REFERENCE = Way("reference (original)", ORIGINAL_WAY, original_batches=True, timed_eval=True)
 FAST = Way("fast (default)", timed_eval=True)
 NANOGPT = Way("sdpa fp32 (nanoGPT)", ("model.cpu_kernels=false", "train.precision=fp32"))
 NANOGPT_BEST = Way("nanoGPT best (compile, bf16)", ("model.cpu_kernels=false", "train.precision=bf16",
                                                      "train.compile=true"))
 LADDER = [
     REFERENCE,
-    Way("+ batched heads, SDPA", SEED_WAY[1:], seed_batches=True),
-    Way("+ cheap CPU attention dropout", SEED_WAY[2:], seed_batches=True),
-    Way("+ fused AdamW", ("train.precision=fp32",), seed_batches=True),
+    Way("+ batched heads, SDPA", ORIGINAL_WAY[1:], original_batches=True),
+    Way("+ cheap CPU attention dropout", ORIGINAL_WAY[2:], original_batches=True),
+    Way("+ fused AdamW", ("train.precision=fp32",), original_batches=True),
     Way("+ indexed batches", ("train.precision=fp32",)),
     FAST,  # + train.precision=auto
 ]
@@ -106,7 +107,7 @@ def compose(overrides: Sequence[str], hydra_node: bool = False):
     register_configs()
     unused = Path(tempfile.gettempdir()) / "drakegpt-bench"  # ${hydra:runtime.cwd} only resolves in a real run
     with hydra.initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        paths = [f"paths.models_dir={unused}", f"paths.inference_dir={unused}"]
+        paths = [f"paths.registry_dir={unused}", f"paths.inference_dir={unused}"]
         cfg = hydra.compose("config", [*overrides, *paths], return_hydra_config=hydra_node)
     if hydra_node:
         return cfg
@@ -115,8 +116,16 @@ def compose(overrides: Sequence[str], hydra_node: bool = False):
     return cfg
 
 
-def seed_batch(data: torch.Tensor, T: int, B: int, generator: torch.Generator, device):
-    """The seed's get_batch: one slice per row, then torch.stack; as one replica, (1, B, T)."""
+def variants(pattern: str) -> List[str]:
+    """The variants an experiment's `glob([...], exclude=...)` sweep takes, as Hydra expands it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    glob = OverridesParser.create().parse_override(f"variant={pattern}").value()
+    return glob.filter(group_options("variant")) if hasattr(glob, "filter") else pattern.split(",")
+
+
+def original_batch(data: torch.Tensor, T: int, B: int, generator: torch.Generator, device):
+    """The original's get_batch: one slice per row, then torch.stack; as one replica, (1, B, T)."""
     ix = torch.randint(len(data) - T, (B,), generator=generator)
     x, y = torch.stack([data[i : i + T] for i in ix]), torch.stack([data[i + 1 : i + T + 1] for i in ix])
     return x[None].to(device), y[None].to(device)
@@ -135,34 +144,32 @@ def timed_once(fn: Callable[[], object], device, warm: bool = True) -> float:
 
 
 class Setup:
-    """The model and optimizer that conf/ + `overrides` + the way's overrides build, trained with train_step."""
+    """The run that conf/ + `overrides` + the way's overrides build (build_training), trained with train_step."""
 
     def __init__(self, overrides: Sequence[str], way: Way, corpus, device: torch.device):
         self.way, self.device, self.corpus = way, device, corpus
         self.cfg = cfg = compose([*overrides, *way.overrides])
         self.K, self.B, self.T = cfg.train.replicas, cfg.scale.batch_size, cfg.scale.context_length
         self.tokens = self.K * self.B * self.T  # per step, every replica's
-        self.precision = resolve_precision(cfg.train.precision, device, cfg.scale.embedding_dim)
-        seeds = [cfg.seed + r for r in range(self.K)]
-        self.model = build_replicas(model_config(cfg.model, cfg.scale, len(corpus.vocab)), seeds, device)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer)
-        self.step_model = torch.compile(self.model) if resolve_compile(cfg.train.compile, device) else self.model
+        self.training = build_training(cfg, len(corpus.vocab), [cfg.seed + r for r in range(self.K)], device)
+        self.model, self.step_model = self.training.model, self.training.step_model
+        self.precision = self.training.precision
         self.train, self.val = corpus.train.to(device), corpus.val.to(device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     def batch(self):
-        if self.way.seed_batches:
-            return seed_batch(self.corpus.train, self.T, self.B, self.generator, self.device)
+        if self.way.original_batches:
+            return original_batch(self.corpus.train, self.T, self.B, self.generator, self.device)
         starts = random_starts(self.train, self.K * self.B, self.T, self.generator).view(self.K, self.B)
         return gather(self.train, starts.to(self.device), self.T)
 
-    def step(self, model=None) -> None:
-        model = self.step_model if model is None else model
-        train_step(model, self.optimizer, *self.batch(), self.precision, self.device)
+    def step(self, compiled: bool = True) -> None:
+        training = self.training if compiled else replace(self.training, step_model=self.model)
+        train_step(training, *self.batch())
 
     def flops_per_step(self) -> int:
         with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
-            self.step(self.model)
+            self.step(compiled=False)
         return counter.get_total_flops()
 
     def memory_mb(self) -> float:
@@ -178,24 +185,24 @@ class Setup:
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            self.step(self.model)
+            self.step(compiled=False)
         return (sum(saved.values()) + 4 * sum(p.numel() * p.element_size() for p in self.model.parameters())) / 2**20
 
-    def seed_evaluate(self, batches: int) -> None:
-        """The seed's evaluation: model.eval(), one batch at a time under no_grad, loss.item() each."""
+    def original_evaluate(self, batches: int) -> None:
+        """The original's evaluation: model.eval(), one batch at a time under no_grad, loss.item() each."""
         self.model.eval()
         with torch.no_grad():
             for _ in range(batches):
-                self.model(*seed_batch(self.corpus.val, self.T, self.B, self.generator, self.device))[1].item()
+                self.model(*original_batch(self.corpus.val, self.T, self.B, self.generator, self.device))[1].item()
         self.model.train()
 
     def eval_tokens_per_s(self, batches: int) -> float:
-        if self.way.seed_batches:
-            return batches * self.tokens / timed_once(lambda: self.seed_evaluate(batches), self.device)
+        if self.way.original_batches:
+            return batches * self.tokens / timed_once(lambda: self.original_evaluate(batches), self.device)
         starts = random_starts(self.val, batches * self.tokens // self.T, self.T, torch.Generator().manual_seed(1))
+        windows = Windows(starts.view(self.K, -1), torch.zeros_like(starts).view(self.K, -1))
         return batches * self.tokens / timed_once(
-            lambda: evaluate(self.model, self.val, starts.view(self.K, -1), self.T, self.precision, self.device),
-            self.device)
+            lambda: evaluate(self.model, self.val, windows, self.precision, self.device), self.device)
 
     def gen_chars_per_s(self, chars: int, kv_cache: bool) -> float:
         generator = torch.Generator(device=self.device).manual_seed(0)
@@ -209,7 +216,7 @@ def build(overrides: Sequence[str], ways: Sequence[Way], corpus, device) -> List
     for way in ways:
         try:
             setups.append(Setup(overrides, way, corpus, device))
-        except UsageError as e:  # e.g. BitNetLM has no seed's way: naive attention cannot be BitLinear
+        except UsageError as e:  # e.g. BitNetLM has no original's way: naive attention cannot be BitLinear
             print(f"skipped {way.name} for {' '.join(overrides)}: {e}", flush=True)
     return setups
 
@@ -255,7 +262,7 @@ def measure(setups: List[Setup], args, gen_chars: int) -> List[Dict]:
 
 
 def add_ratios(rows: List[Dict]) -> None:
-    """speedup: against the seed's way of the same model and preset; replica_ratio: against one run (fast)."""
+    """speedup: against the original's way of the same model and preset; replica_ratio: against one run (fast)."""
     rate = {(r["model"], r["scale"], r["path"]): r["train_tokens_per_s"] for r in rows}
     scaled = {(r["model"], r["scale"]) for r in rows if r["replicas"] > 1}
     for r in rows:
@@ -266,39 +273,39 @@ def add_ratios(rows: List[Dict]) -> None:
             r["replica_ratio"] = r["train_tokens_per_s"] / one
 
 
-def projected_s(row: Dict, train) -> float:
-    """Seconds of train.iters steps plus an evaluation every train.eval_interval of eval_iters batches per split."""
+def projected_s(row: Dict, train, eval_tokens: int) -> float:
+    """Seconds of train.iters steps plus an evaluation of `eval_tokens` (both splits) every train.eval_interval."""
     step_s = row["step_ms"] / 1e3
-    eval_s = 2 * train.eval_iters * row["train_tokens_per_s"] * step_s / row["eval_tokens_per_s"]
-    return train.iters * step_s + (train.iters // train.eval_interval + 1) * eval_s
+    return train.iters * step_s + (train.iters // train.eval_interval + 1) * eval_tokens / row["eval_tokens_per_s"]
 
 
-def projected_sweep(rows: List[Dict], train) -> Optional[Dict]:
-    """The default sweep of every model with a reference and a fast row: the seed's way against ours."""
+def projected_sweep(rows: List[Dict], train, eval_tokens: Dict[str, int]) -> Optional[Dict]:
+    """The default sweep of every model with a reference and a fast row: the original's way against ours, each
+    with its own evaluation (`eval_tokens`: both splits, per way)."""
     by = {(r["model"], r["path"]): r for r in rows if r["scale"] == "default" and "eval_tokens_per_s" in r}
     models = [m for m, path in by if path == REFERENCE.name and (m, FAST.name) in by]
-    reference = sum(projected_s(by[m, REFERENCE.name], train) for m in models)
-    fast = sum(projected_s(by[m, FAST.name], train) for m in models)
+    reference = sum(projected_s(by[m, REFERENCE.name], train, eval_tokens["random"]) for m in models)
+    fast = sum(projected_s(by[m, FAST.name], train, eval_tokens["exact"]) for m in models)
     return {"models": len(models), "reference_s": reference, "fast_s": fast} if models else None
 
 
-def ablation(data: List[str], corpus, device, args) -> Dict:
+def ablation(data: List[str], corpus, device, args, eval_tokens: int) -> Dict:
     """experiment=ablation one run at a time against its seeds as train.replicas, from measured rates."""
     experiment = compose(["experiment=ablation", *data], hydra_node=True)
-    variants, seeds = str(experiment.hydra.sweeper.params.variant).split(","), experiment.train.replicas
-    measured = [v for v in variants if args.ablation_variants is None or v in args.ablation_variants]
+    names, seeds = variants(str(experiment.hydra.sweeper.params.variant)), experiment.train.replicas
+    measured = [v for v in names if args.ablation_variants is None or v in args.ablation_variants]
     if not measured:
-        raise UsageError(f"--ablation-variants names none of experiment=ablation's: {', '.join(variants)}")
+        raise UsageError(f"--ablation-variants names none of experiment=ablation's: {', '.join(names)}")
     one_run = Way(FAST.name, ("train.replicas=1",), timed_eval=True)  # the experiment itself sets replicas
     setups = [Setup(["experiment=ablation", f"variant={v}", *data], way, corpus, device)
               for v in measured for way in (one_run, replicas(seeds))]
     rows = measure(setups, args, gen_chars=0)
     for i, row in enumerate(rows):
         row["variant"] = measured[i // 2]
-    train, share = setups[0].cfg.train, len(variants) / len(measured)  # a variant not timed: the timed ones' mean
-    return {"variants": len(variants), "seeds": seeds, "measured": measured,
-            "one_at_a_time_s": share * sum(seeds * projected_s(r, train) for r in rows[0::2]),
-            "replicas_s": share * sum(projected_s(r, train) for r in rows[1::2]), "rows": rows}
+    train, share = setups[0].cfg.train, len(names) / len(measured)  # a variant not timed: the timed ones' mean
+    return {"variants": len(names), "seeds": seeds, "measured": measured,
+            "one_at_a_time_s": share * sum(seeds * projected_s(r, train, eval_tokens) for r in rows[0::2]),
+            "replicas_s": share * sum(projected_s(r, train, eval_tokens) for r in rows[1::2]), "rows": rows}
 
 
 def precision_check(iters: int, scale: str, data: List[str], corpus, device, eval_batches: int) -> Dict:
@@ -309,8 +316,9 @@ def precision_check(iters: int, scale: str, data: List[str], corpus, device, eva
                   corpus, device)
         for _ in range(iters):
             s.step()
-        starts = random_starts(s.val, max(1, eval_batches) * s.B, s.T, torch.Generator().manual_seed(1))
-        result[f"val_loss_{precision}"] = evaluate(s.model, s.val, starts[None], s.T, Precision.fp32, device).item()
+        starts = random_starts(s.val, max(1, eval_batches) * s.B, s.T, torch.Generator().manual_seed(1))[None]
+        windows = Windows(starts, torch.zeros_like(starts))
+        result[f"val_loss_{precision}"] = evaluate(s.model, s.val, windows, Precision.fp32, device).item()
     result["difference"] = abs(result["val_loss_bf16"] - result["val_loss_fp32"])
     return result
 
@@ -349,7 +357,7 @@ def markdown(report: Dict) -> str:
     projected = []
     if sweep:
         models = f"{sweep['models']} model{'s' * (sweep['models'] > 1)}"
-        projected.append({"experiment": f"default sweep ({models}): the seed's way vs fast",
+        projected.append({"experiment": f"default sweep ({models}): the original's way vs fast",
                           "one": sweep["reference_s"], "faster": sweep["fast_s"]})
     if abl:
         projected.append({"one": abl["one_at_a_time_s"], "faster": abl["replicas_s"], "experiment": (
@@ -357,7 +365,8 @@ def markdown(report: Dict) -> str:
             f"{', '.join(abl['measured'])}): vs train.replicas={abl['seeds']}")})
     if projected:
         lines += ["", f"## Projected wall time (training and evaluation only): {p['iters']:,} iterations and "
-                  f"{p['evals']} evaluations of {p['eval_iters']} batches per split a run, at the measured rates", "",
+                  f"{p['evals']} evaluations a run (the original's: {p['eval_iters']} batches per split; ours: exact, "
+                  f"{p['exact_tokens']:,} characters), at the measured rates", "",
                   *table([{**r, "less": r["one"] / r["faster"]} for r in projected], PROJECTION_COLUMNS)]
     if report.get("precision_check"):
         c = report["precision_check"]
@@ -371,7 +380,8 @@ def markdown(report: Dict) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.splitlines()[0])
     add = parser.add_argument
-    add("--models", nargs="+", default=list(MODEL_LADDER), choices=list(MODEL_LADDER))
+    presets = ladder()
+    add("--models", nargs="+", default=presets, choices=presets)
     add("--scales", nargs="+", default=["default", "large"])
     add("--device", default="auto")
     add("--data", default=str(DRAKE) if DRAKE.is_file() else "sample",
@@ -413,12 +423,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     report = {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(), "peaks": args.peaks,
               "rows": rows, "targets": targets(rows, device.type)}
     if args.eval_batches:
-        train = compose(data).train
+        cfg = compose(data)
+        train, B, T = cfg.train, cfg.scale.batch_size, cfg.scale.context_length
+        eval_tokens = {"random": 2 * train.eval_iters * B * T, "exact": 2 * len(corpus.val)}
         report["protocol"] = {"iters": train.iters, "evals": train.iters // train.eval_interval + 1,
-                              "eval_iters": train.eval_iters}
-        report["sweep"] = projected_sweep(rows, train)
+                              "eval_iters": train.eval_iters, "exact_tokens": eval_tokens["exact"]}
+        report["sweep"] = projected_sweep(rows, train, eval_tokens)
         if "default" in args.scales and "TransformerLM" in args.models and args.ablation_variants != []:
-            report["ablation"] = ablation(data, corpus, device, args)
+            report["ablation"] = ablation(data, corpus, device, args, eval_tokens["exact"])
     if args.precision_check:
         report["precision_check"] = precision_check(
             args.precision_check, args.precision_scale, data, corpus, device, args.eval_batches)

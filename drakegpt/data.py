@@ -8,16 +8,19 @@ import contextlib
 import hashlib
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-from drakegpt.config import DataConfig, DataSource
+from drakegpt.schema import DataConfig, DataSource
 from drakegpt.errors import UsageError
 from drakegpt.files import atomic_write, is_file_name, regular_file
+
+MAX_LISTED = 20  # names listed in an error line
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,17 @@ class Corpus:
     vocab: CharVocab
     train: torch.Tensor
     val: torch.Tensor
+    test: torch.Tensor  # empty unless data.test_fraction > 0
+
+    @property
+    def splits(self) -> Dict[str, torch.Tensor]:
+        return {name: t for name, t in (("train", self.train), ("val", self.val), ("test", self.test)) if len(t)}
 
     def digest(self) -> str:
-        """sha256 of the tokens of both splits: a resume refuses text that changed, even with the same characters."""
+        """sha256 of the tokens of every split: a resume refuses text that changed, even with the same characters."""
         h = hashlib.sha256(self.vocab.chars.encode())
-        for split in (self.train, self.val):
+        for split in (self.train, self.val, self.test):
+            h.update(len(split).to_bytes(8, "little"))  # where one split ends and the next begins
             h.update(split.numpy().tobytes())
         return h.hexdigest()
 
@@ -109,12 +118,13 @@ def read_lyrics_csv(path: Path, artist: Optional[str], column: str) -> str:
     if artist is not None:
         if "Artist" not in frame.columns:
             raise UsageError(f"{path} has no 'Artist' column to filter by; drop data.artist")
-        present = frame["Artist"].dropna().astype(str)
-        frame = frame[frame["Artist"] == artist]
+        names = frame["Artist"].astype(str).where(frame["Artist"].notna())  # "123" matches a column of numbers
+        frame = frame[names == str(artist)]
         if frame.empty:
-            raise UsageError(
-                f"no rows with Artist={artist!r} in {path}; artists present: {', '.join(sorted(set(present)))}"
-            )
+            present = sorted(set(names.dropna()))
+            shown = ", ".join(present[:MAX_LISTED]) + (f" and {len(present) - MAX_LISTED} more" if len(present) >
+                                                       MAX_LISTED else "")
+            raise UsageError(f"no rows with Artist={artist!r} in {path}; artists present: {shown}")
     lyrics = frame[column].dropna().astype(str)
     if lyrics.empty:
         raise UsageError(f"{path} has no rows with lyrics in column {column!r}; choose a file with songs in it")
@@ -153,7 +163,14 @@ def kaggle_csv(cfg: DataConfig) -> Path:
         if member not in z.namelist():
             artists = sorted(Path(n).stem for n in z.namelist() if n.startswith("csv/") and n.endswith(".csv"))
             raise UsageError(f"the Kaggle dataset has no {member}; data.artist is one of: {', '.join(artists)}")
-        atomic_write(target, lambda f: f.write(z.read(member)))  # a cut-off extraction leaves no partial CSV
+        try:
+            contents = z.read(member)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+            raise UsageError(
+                f"the cached download {archive} is damaged ({member}: {type(e).__name__}); delete it and run again to "
+                f"download it anew"
+            ) from None
+        atomic_write(target, lambda f: f.write(contents))  # a cut-off extraction leaves no partial CSV
     return target
 
 
@@ -187,18 +204,19 @@ def _download(dataset: str, cache: Path) -> None:
 
 
 def build_corpus(cfg: DataConfig, context_length: int) -> Corpus:
+    """The first train_fraction of the characters train, the last test_fraction test, the rest validate."""
     text = load_text(cfg)
     vocab = CharVocab.from_text(text)
     data = vocab.encode(text)
-    n_train = int(cfg.train_fraction * len(data))
-    train, val = data[:n_train], data[n_train:]
-    for split, tokens in (("training", train), ("validation", val)):
-        if len(tokens) <= context_length:
+    n_train, n_test = int(cfg.train_fraction * len(data)), int(cfg.test_fraction * len(data))
+    corpus = Corpus(vocab, data[:n_train], data[n_train:len(data) - n_test], data[len(data) - n_test:])
+    for split, tokens in (("training", corpus.train), ("validation", corpus.val), ("test", corpus.test)):
+        if len(tokens) <= context_length and (split != "test" or cfg.test_fraction > 0):
             raise UsageError(
                 f"the {split} split has {len(tokens)} characters, too few for scale.context_length={context_length}; "
                 f"use more text or a smaller scale.context_length"
             )
-    return Corpus(vocab, train, val)
+    return corpus
 
 
 def gather(data: torch.Tensor, starts: torch.Tensor, context_length: int) -> Tuple[torch.Tensor, torch.Tensor]:

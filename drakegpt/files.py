@@ -57,6 +57,13 @@ def _write_temporary(path: Path, write: Callable) -> Path:
     return Path(tmp)
 
 
+def append_line(path: Path, text: str) -> None:
+    """Append to a file, never through a symbolic link (which could point out of the run's folder)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        f.write(text)
+
+
 def write_json(obj: Dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
@@ -107,8 +114,22 @@ def writable_folder(folder: Path, key: str) -> Path:
     return folder
 
 
-def os_reason(e: OSError) -> str:
-    """A filesystem error in a few words: 'No space left on device', 'Read-only file system', ..."""
-    if e.errno == errno.ENOSPC:
+def is_write_fault(e: Exception) -> bool:
+    """A write that failed on the file system: an OSError, or torch.save's RuntimeError for a full disk or a
+    file-size limit (its zip writer words it so)."""
+    if isinstance(e, OSError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(word in text for word in ("write", "file", "space", "disk", "stream"))
+
+
+def os_reason(e: Exception) -> str:
+    """A filesystem error in a few words: 'no space left on device', 'read-only file system', ..."""
+    number = getattr(e, "errno", None)
+    if number == errno.ENOSPC:
         return "no space left on device"
-    return (e.strerror or type(e).__name__).lower() if e.errno else str(e)
+    if number in (errno.EFBIG,):
+        return "the file is larger than this system allows (a file-size limit)"
+    if not isinstance(e, OSError):  # torch's writer: a full disk or a file-size limit, in its own words
+        return f"the write failed ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
+    return (e.strerror or type(e).__name__).lower() if number else str(e)

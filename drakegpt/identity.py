@@ -1,22 +1,29 @@
 """What identifies a run: the part of its config that decides its numbers, a digest of that, and its variant.
 
-The fingerprint decides whether a run may be resumed and which published weights a run may replace.
-The variant is what a person reads in a W&B run name, a report row and a registry entry: the switches
-that differ from the model's preset, then every other override but the seed (e.g. `norm=none`,
-`scale.dropout=0.35`, `remedy=lr_decay`).
+The fingerprint decides whether a run may be resumed; the digest (of the fingerprint and of what `auto`
+resolved to: device, precision, compile) which published weights a run may replace. The variant is what a
+person reads in a W&B run name, a report row and a registry entry, as `key=value` parts:
+
+1. the switches that differ from the model's preset (the config's `preset` node records the preset as its
+   file has it), e.g. `norm=none`;
+2. the config groups chosen otherwise than their default, where that is not already a column or part 1:
+   `optimizer=muon`, `remedy=lr_decay`, `data=csv`;
+3. every other override that can change the numbers, e.g. `scale.dropout=0.35`, `train.iters=300`.
 """
 
 import hashlib
 import json
 from enum import Enum
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from drakegpt.config import RUN_INDEPENDENT_KEYS, preset_switches
+from drakegpt.models.config import switch_names
+from drakegpt.overrides import GROUPS, is_under, key_of
+from drakegpt.schema import RUN_INDEPENDENT_KEYS
 
-# Overrides that name the preset or the seed, or whose effect the switch diff already shows.
-NOT_IN_VARIANT = ("model", "scale", "seed", "variant", "experiment", "hparams_search")
+# Groups shown by a column (model, scale), by the switch diff (variant) or not at all (presets of presets).
+GROUPS_NOT_IN_VARIANT = ("model", "scale", "variant", "logger", "debug", "experiment", "hparams_search")
 
 
 def fingerprint(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -47,9 +54,9 @@ def _flat(tree: Any, prefix: str = "") -> Dict[str, Any]:
     return flat
 
 
-def digest(config: Dict[str, Any]) -> str:
-    """Eight hex digits of the fingerprint: equal configs, equal digests."""
-    text = json.dumps(fingerprint(config), sort_keys=True, default=str)
+def digest(config: Dict[str, Any], resolved: Optional[Dict[str, str]] = None) -> str:
+    """Eight hex digits of the fingerprint and of what `auto` resolved to: equal digests, equal numbers."""
+    text = json.dumps([fingerprint(config), resolved or {}], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -59,26 +66,26 @@ def _text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def switch_diff(model: Dict[str, Any]) -> List[str]:
-    """`key=value` for every switch of `model` (a resolved model node) that its preset sets otherwise."""
-    preset = preset_switches(model.get("name", ""))
-    return [f"{k}={_text(v)}" for k, v in model.items() if k != "name" and k in preset and _text(preset[k]) != _text(v)]
+def switch_diff(config: Dict[str, Any]) -> List[str]:
+    """`key=value` for every switch of the config's model that its preset (config["preset"]) sets otherwise."""
+    model, preset = config.get("model", {}), config.get("preset") or {}
+    return [f"{k}={_text(model[k])}" for k in switch_names()
+            if k in model and k in preset and _text(preset[k]) != _text(model[k])]
 
 
-def is_key_under(key: str, prefixes: Sequence[str]) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
+def choice_diff(choices: Dict[str, Optional[str]], defaults: Dict[str, Optional[str]]) -> List[str]:
+    """`group=option` for every config group chosen otherwise than its default (part 2 above)."""
+    return [f"{g}={o}" for g, o in choices.items()
+            if g in GROUPS and g not in GROUPS_NOT_IN_VARIANT and o != defaults.get(g)]
 
 
-def variant_parts(config: Dict[str, Any], overrides: Sequence[str]) -> List[str]:
-    """The switch diff, then the overrides that are neither a preset, the seed, a model switch nor run-independent."""
+def variant_parts(config: Dict[str, Any], overrides: Sequence[str], choices: Dict[str, Optional[str]],
+                  defaults: Dict[str, Optional[str]]) -> List[str]:
+    """Parts 1, 2 and 3 above, in that order."""
     chosen = {}  # the last override of each key wins, as in Hydra
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key in NOT_IN_VARIANT or is_key_under(key, ("model", "hydra", *RUN_INDEPENDENT_KEYS)):
+        key = key_of(override)
+        if key in GROUPS or key == "seed" or is_under(key, ("model", "hydra", *RUN_INDEPENDENT_KEYS)):
             continue
         chosen[key] = override.lstrip("+~")
-    return switch_diff(config.get("model", {})) + list(chosen.values())
-
-
-def variant(config: Dict[str, Any], overrides: Sequence[str]) -> str:
-    return ",".join(variant_parts(config, overrides))
+    return switch_diff(config) + choice_diff(choices, defaults) + list(chosen.values())

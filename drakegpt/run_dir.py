@@ -2,15 +2,11 @@
 
 import fcntl
 import os
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-
 from drakegpt.errors import UsageError
-from drakegpt.files import read_json, writable_folder
+from drakegpt.files import read_json
 
 
 class RunDir:
@@ -24,11 +20,39 @@ class RunDir:
         self.checkpoints = self.root / "checkpoints"
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
+        self.sample = self.root / "sample.txt"
         self.lock_file = self.root / ".lock"
         self._lock_fd = None
 
+    @property
+    def outputs(self):
+        """Every path a run writes in its folder (W&B's folder aside)."""
+        return (self.metrics, self.summary, self.refused, self.checkpoints, self.last, self.best, self.sample,
+                self.lock_file)
+
+    def check_outputs(self, fresh: bool) -> None:
+        """Refuse a folder where a write would follow a symbolic link out of it, or, for a new run, overwrite a
+        file the run did not write."""
+        for path in self.outputs:
+            if path.is_symlink():
+                raise UsageError(f"{path} is a symbolic link: a run writes only inside its folder; remove the link, "
+                                 f"or choose another hydra.run.dir")
+        if fresh:
+            taken = [p.name for p in (self.sample,) if p.exists()]
+            if taken:
+                raise UsageError(f"{self.root} already holds {', '.join(taken)}, which a new run would overwrite; "
+                                 f"move them, or choose another hydra.run.dir")
+
     def holds_run(self) -> bool:
-        return self.last.is_file() or self.best.is_file() or self.summary.is_file()
+        return self.last.is_file() or self.best.is_file() or self.summary.is_file() or self.evaluations_recorded()
+
+    def evaluations_recorded(self) -> bool:
+        """metrics.csv has a row below its header: the run evaluated, and saved a checkpoint, at least once."""
+        try:
+            with open(self.metrics, "rb") as f:
+                return len(f.read(1 << 16).splitlines()) > 1
+        except OSError:
+            return False
 
     def read_summary(self) -> Dict[str, Any]:
         return read_json(self.summary)
@@ -36,7 +60,11 @@ class RunDir:
     def lock(self) -> "RunDir":
         """Take the folder for this process, atomically; the kernel drops the lock when the process ends."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as e:  # ELOOP: the lock is a symbolic link, which would truncate what it points at
+            raise UsageError(f"{self.lock_file} cannot be taken ({e.strerror}); remove it if it is a link, or choose "
+                             f"another hydra.run.dir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -59,22 +87,3 @@ class RunDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
-
-
-class OutputFolder(Callback):
-    """Hydra creates the run (or sweep) folder before any task code runs: a location that cannot hold one
-    fails here, in one line, instead of in a traceback from Hydra."""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config.hydra.run.dir, "hydra.run.dir")
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
-
-    @staticmethod
-    def _check(folder: str, key: str) -> None:
-        try:
-            writable_folder(Path(folder), key)
-        except UsageError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)

@@ -5,7 +5,7 @@ from typing import ContextManager, Optional, Tuple
 
 import torch
 
-from drakegpt.config import Precision
+from drakegpt.schema import Precision
 from drakegpt.errors import UsageError
 from drakegpt.models.config import ModelConfig
 
@@ -70,17 +70,38 @@ def resolve_compile(value, device: torch.device) -> bool:
     return value is True or (value == "auto" and device.type == "cuda")
 
 
+MAX_TOKENS_PER_FORWARD = 65536
+EVAL_FLOPS_PER_FORWARD = 2e10  # about 0.2-0.5 s of a 2-core CPU: a stop or a progress bar is never far away
+
+
+def tokens_per_forward(model: ModelConfig) -> int:
+    """Evaluation tokens per forward pass: as many as fit EVAL_FLOPS_PER_FORWARD, at least one window."""
+    C, L, T, V = model.embedding_dim, model.num_layers, model.context_length, model.vocab_size
+    flops = 2 * (V * V if not model.attention else L * 12 * C * C + C * V) + 4 * L * T * C
+    return max(T, min(MAX_TOKENS_PER_FORWARD, int(EVAL_FLOPS_PER_FORWARD / flops)))
+
+
+def parameters_estimate(model: ModelConfig) -> int:
+    """About the model's parameters per replica (from its shape; the memory check needs no model built)."""
+    V, C, T, L = model.vocab_size, model.embedding_dim, model.context_length, model.num_layers
+    if not model.attention:
+        return V * V
+    attention = C * (C + 2 * model.kv_heads * model.head_size) + C * C
+    glu = 2 if model.feed_forward.value == "glu" else 1
+    feed_forward = (glu + 1) * C * model.feed_forward_width
+    return (V + T) * C + L * (attention + feed_forward) + C * V
+
+
 def memory_estimate(cfg, model: ModelConfig) -> Tuple[int, int]:
-    """Bytes a run needs at most, (on the device, on the host): weights, gradients and AdamW state, what a
+    """Bytes a run needs at most, (on the device, on the host): weights, gradients and optimizer state, what a
     training step keeps for its backward pass, an evaluation chunk's logits, and the evaluation windows."""
     R, B, T = cfg.train.replicas, cfg.scale.batch_size, cfg.scale.context_length
     C, L, H, V = model.embedding_dim, model.num_layers, model.num_heads, model.vocab_size
-    params = V * V if not model.attention else (V + T) * C + L * 16 * C * C + C * V
     tokens = R * B * T
-    per_token = (L * (16 * C + 2 * H * T) + 3 * V) if model.attention else 3 * V
-    training = 4 * (4 * params * R + tokens * per_token)
-    evaluation = 4 * 2 * V * R * 65536
-    windows = 8 * 2 * cfg.train.eval_iters * B * R
+    per_token = (L * (8 * C + 2 * model.feed_forward_width + 2 * H * T) + 3 * V) if model.attention else 3 * V
+    training = 4 * (4 * parameters_estimate(model) * R + tokens * per_token)
+    evaluation = 4 * 3 * V * R * tokens_per_forward(model)
+    windows = 8 * 2 * cfg.train.eval_iters * B * R if cfg.train.eval.value == "random" else 0
     return training + evaluation, windows
 
 
@@ -98,7 +119,9 @@ def check_memory(cfg, model: ModelConfig, device: torch.device) -> None:
 def check_sampling_memory(model: ModelConfig, num_samples: int, length: int, device: torch.device, knobs: str) -> None:
     """Sampling keeps every sequence (int64), a KV cache per sample, and one window's activations."""
     C, T, L, V = model.embedding_dim, model.context_length, model.num_layers, model.vocab_size
-    need = num_samples * (8 * length + 4 * (2 * L * T * C + T * (16 * C + model.num_heads * T) + 4 * V))
+    cache = 2 * L * T * model.kv_heads * model.head_size
+    need = num_samples * (8 * length + 4 * (cache + T * (8 * C + 2 * model.feed_forward_width + model.num_heads * T)
+                                            + 4 * V))
     ensure_fits(need, 8 * num_samples * length, device, "sampling", knobs)
 
 

@@ -6,10 +6,15 @@ character), so the model always sees at least three quarters of its context; the
 recomputes exactly the same windows, so both give the same logits and the same text.
 """
 
-from typing import Optional
+import logging
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
+
+from drakegpt.data import CharVocab
+
+log = logging.getLogger(__name__)
 
 
 def filter_logits(logits: torch.Tensor, top_k: Optional[int], top_p: Optional[float]) -> torch.Tensor:
@@ -65,8 +70,7 @@ class Sampler:
         return self.step(seq[:, -1:])
 
 
-@torch.inference_mode()
-def sample(
+def sample_steps(
     model: nn.Module,
     prompt: torch.Tensor,
     length: int,
@@ -77,20 +81,53 @@ def sample(
     kv_cache: bool = True,
     generator: Optional[torch.Generator] = None,
     compile: bool = False,
-) -> torch.Tensor:
-    """(num_samples, len(prompt) + length) token ids: the prompt followed by `length` sampled characters."""
+) -> Iterator[torch.Tensor]:
+    """The growing (num_samples, len(prompt) + i) token ids, one more character at each step: a caller can show
+    progress, or stop and keep what is there."""
     model.eval()
     seq = prompt.to(next(model.parameters()).device).repeat(num_samples, 1)
     sampler = Sampler(model, model.config.context_length, num_samples, kv_cache, compile)
     for _ in range(length):
-        logits = sampler.next_logits(seq)
-        if temperature == 0:
-            nxt = logits.argmax(dim=-1, keepdim=True)
-        else:
-            # Shifted so the top logit is 0, in float64: any temperature > 0 then gives finite probabilities
-            # (a tiny one tends to greedy), where float32 would overflow to inf - inf.
-            scaled = (logits - logits.max(dim=-1, keepdim=True).values).double() / temperature
-            scaled = filter_logits(scaled, top_k, top_p)
-            nxt = torch.multinomial(scaled.softmax(dim=-1), 1, generator=generator)
-        seq = torch.cat([seq, nxt], dim=1)
+        with torch.inference_mode():
+            logits = sampler.next_logits(seq)
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                # Shifted so the top logit is 0, in float64: any temperature > 0 then gives finite probabilities
+                # (a tiny one tends to greedy), where float32 would overflow to inf - inf.
+                scaled = (logits - logits.max(dim=-1, keepdim=True).values).double() / temperature
+                scaled = filter_logits(scaled, top_k, top_p)
+                nxt = torch.multinomial(scaled.softmax(dim=-1), 1, generator=generator)
+            seq = torch.cat([seq, nxt], dim=1)
+        yield seq
+
+
+def sample(model: nn.Module, prompt: torch.Tensor, length: int, temperature: float = 1.0, top_k: Optional[int] = None,
+           top_p: Optional[float] = None, num_samples: int = 1, kv_cache: bool = True,
+           generator: Optional[torch.Generator] = None, compile: bool = False) -> torch.Tensor:
+    """(num_samples, len(prompt) + length) token ids: the prompt followed by `length` sampled characters."""
+    seq = prompt.repeat(num_samples, 1)
+    steps = sample_steps(model, prompt, length, temperature, top_k, top_p, num_samples, kv_cache, generator, compile)
+    for seq in steps:
+        pass
     return seq
+
+
+def sample_text(model: nn.Module, vocab: CharVocab, prompt: str, length: int, temperature: float = 1.0,
+                top_k: Optional[int] = None, top_p: Optional[float] = None, seed: int = 0,
+                fallback_prompt: Optional[str] = None,
+                should_stop: Callable[[], bool] = lambda: False) -> Optional[str]:
+    """`prompt` and `length` characters after it (after `fallback_prompt`, by default the vocabulary's first
+    character, where the vocabulary lacks a character of the prompt); None when should_stop() turned true first."""
+    fallback_prompt = fallback_prompt or vocab.chars[0]
+    if vocab.unknown(prompt):
+        log.info("generate.prompt has characters this corpus lacks (%s): the sample starts from %r instead",
+                 " ".join(repr(c) for c in vocab.unknown(prompt)), fallback_prompt)
+        prompt = fallback_prompt
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    seq = None
+    for seq in sample_steps(model, vocab.encode(prompt), length, temperature, top_k, top_p, generator=generator):
+        if should_stop():
+            return None
+    return vocab.decode(seq[0].tolist()) if seq is not None else prompt

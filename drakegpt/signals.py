@@ -23,7 +23,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 class StopSignals:
-    """While active, SIGINT, SIGTERM and SIGUSR2 set `signum` instead of acting, so a stop never tears a step."""
+    """While active, SIGINT, SIGTERM and SIGUSR2 set `signum` instead of acting, so a stop never tears a step; a
+    second Ctrl-C raises KeyboardInterrupt at once (the last checkpoint is whole: every write is atomic)."""
 
     def __init__(self):
         self.signum: Optional[int] = None
@@ -37,6 +38,8 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and signum in self.seen:  # a second Ctrl-C: out at once, no more waiting
+            raise KeyboardInterrupt
         self.seen.add(signum)
         if self.signum is None:
             self.signum = signum

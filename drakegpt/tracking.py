@@ -1,315 +1,135 @@
-"""metrics.csv and summary.json in every run folder, mirrored to Weights & Biases when logger.name is wandb.
+"""The run's own files: metrics.csv (a row per evaluation), summary.json and sample.txt, mirrored to a W&B run
+(drakegpt/wandb_session.py) when logger.name is wandb; the training clock (tokens per second, evaluation
+and first iteration excluded) and the projected time of a run, said once."""
 
-W&B never stalls a run nor loses one. Online without an API key, or with a server that does not answer
-within logger.init_timeout_s, a run logs offline instead and one warning line says why and how to upload
-it later (`wandb sync`); the other runs of the process then go offline at once. Ctrl-C during a stuck
-online start ends the process at once.
-"""
-
-import contextlib
 import csv
 import io
-import logging
 import math
-import os
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
-from drakegpt.config import LoggerConfig, WandbMode
-from drakegpt.errors import UsageError
-from drakegpt.files import atomic_write, read_json, write_json
+from drakegpt.files import append_line, atomic_write, write_json
 from drakegpt.run_dir import RunDir
+from drakegpt.schema import LoggerConfig
+from drakegpt.wandb_session import RunInfo, WandbRun
 
-if TYPE_CHECKING:
-    import pandas as pd
+METRIC_COLUMNS = ["step", "train_loss", "val_loss", "train_bpc", "val_bpc", "lr", "tokens_per_s", "elapsed_s"]
 
-log = logging.getLogger(__name__)
-
-METRIC_COLUMNS = ["step", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s"]
-ONLINE_MODES = {WandbMode.online, WandbMode.run, WandbMode.shared}
-CURVES = ["train_loss", "val_loss"]  # the sweep summary's charts, one line per job
-
-_online_failed = False  # set once online W&B could not start in this process: later runs go offline silently
-
-
-@dataclass
-class RunInfo:
-    """What names a training run on W&B; the Trainer fills one in per replica."""
-
-    name: str  # unique and readable: model-preset-variant-seed, e.g. TransformerLM-default-norm=none-s1
-    group: str  # the sweep's folder for a sweep job, the run's folder for a single run
-    run_id: str  # kept in the checkpoint: a resumed run continues its W&B run
-    config: Dict[str, Any]  # the resolved config
-    choices: Dict[str, Optional[str]] = field(default_factory=dict)  # Hydra's group choices, _global_ ones too
-    variant: Sequence[str] = ()  # identity.variant_parts: a tag each
-    job_type: str = "train"
+__all__ = ["METRIC_COLUMNS", "Clock", "RunInfo", "Tracker", "projection"]
 
 
 class Tracker:
-    """One run's (or replica's) metrics.csv, summary.json and W&B run."""
+    """One run's (or replica's) local files, and its W&B run if there is one."""
 
     def __init__(self, files: RunDir, logger: LoggerConfig, run: RunInfo, history: List[Dict[str, float]]):
         self.files = files
-        self.run_id = run.run_id
-        self.step = history[-1]["step"] if history else 0
         # metrics.csv is rebuilt from the checkpoint's record of every evaluation: rows past the checkpoint
         # (the resumed run writes them again) go, and a lost or shortened file comes back.
-        self._rewrite_metrics([_csv_row(row) for row in history])
-        self.wandb_run = None
-        if logger.name == "wandb":
-            self.wandb_run = start_run(
-                logger,
-                files.root,
-                name=run.name,
-                group=run.group,
-                job_type=run.job_type,
-                tags=run_tags(run, logger.tags),
-                config={**run.config, "choices": dict(run.choices)},
-                id=run.run_id,
-                resume="allow",
-            )
-            self.wandb_run.define_metric("*", step_metric="step")
-            # SLURM's SIGTERM (a requeue, a preemption, scancel) reaches every process of the job, wandb-core too,
-            # which then dies with the rows it had not written yet. Log again what no attempt saw to its end.
-            seen = _logged_steps(self._logged_file).get(run.run_id, -1)
-            for row in history:
-                if row["step"] > seen:
-                    self.wandb_run.log({k: v for k, v in row.items() if not math.isnan(v)})
-
-    def _rewrite_metrics(self, rows: List[Dict[str, Any]]) -> None:
         text = io.StringIO()
         writer = csv.DictWriter(text, METRIC_COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(self.files.metrics, lambda f: f.write(text.getvalue().encode()))
+        writer.writerows(_csv_row(row) for row in history)
+        atomic_write(files.metrics, lambda f: f.write(text.getvalue().encode()))
+        self.wandb: Optional[WandbRun] = WandbRun(logger, files.root, run, history) if logger.name == "wandb" else None
 
     def log_eval(self, row: Dict[str, float]) -> None:
-        with open(self.files.metrics, "a", newline="") as f:
-            csv.DictWriter(f, METRIC_COLUMNS).writerow(_csv_row(row))
-        self.step = row["step"]
-        if self.wandb_run is not None:
-            self.wandb_run.log({k: v for k, v in row.items() if not math.isnan(v)})
+        text = io.StringIO()
+        csv.DictWriter(text, METRIC_COLUMNS).writerow(_csv_row(row))
+        append_line(self.files.metrics, text.getvalue())
+        if self.wandb is not None:
+            self.wandb.log_eval(row)
 
-    def log_model(self, path: Path, metadata: Dict[str, Any]) -> None:
-        """The published weights as a W&B model artifact, so that a synced run carries them.
+    def log_model(self, path: Path, metadata: Dict[str, Any], best: bool) -> None:
+        if self.wandb is not None:
+            self.wandb.log_model(path, metadata, best)
 
-        The artifact is named after the file (models/<Model>_<scale>/seed<s>-<digest>.pt: one name per
-        config), so that a retrained config adds a version. Offline, wandb keeps a copy in WANDB_DATA_DIR
-        until `wandb sync`. A failure costs the W&B copy only: the weights are published already.
-        """
-        if self.wandb_run is None:
-            return
-        import wandb
-
-        path = Path(path)
-        try:
-            name = wandb.util.make_artifact_name_safe(f"{path.parent.name}-{path.stem}")
-            artifact = wandb.Artifact(name, "model", metadata=metadata)
-            artifact.add_file(str(path))
-            self.wandb_run.log_artifact(artifact)
-        except (OSError, wandb.errors.Error) as e:
-            log.warning("W&B: the weights %s were not attached to the run (%s); they stay published", path, e)
-
-    def log_sample(self, text: str) -> None:
-        """The text sampled at the end of training, as a table: W&B shows a table's text as written."""
-        if self.wandb_run is not None and text:
-            import wandb
-
-            table = wandb.Table(columns=["step", "text"], data=[[self.step, text]])
-            self.wandb_run.log({"samples": table, "step": self.step})
+    def write_sample(self, text: str) -> None:
+        atomic_write(self.files.sample, lambda f: f.write(text.encode()))
+        if self.wandb is not None:
+            self.wandb.log_sample(text)
 
     def finish(self, summary: Dict[str, Any]) -> None:
         """Write summary.json and end the W&B run, the second even when the first fails."""
         try:
             write_json(summary, self.files.summary)
         finally:
-            if self.wandb_run is not None:
-                run, self.wandb_run = self.wandb_run, None
-                try:
-                    run.summary.update({k: v for k, v in summary.items() if k != "error" and v is not None})
-                    run.finish(exit_code=0 if summary["status"] == "ok" else 1)
-                except Exception as e:  # wandb-core is gone: a SLURM stop signals every process of the job
-                    log.warning("W&B: the run did not end cleanly (%s: %s); a resume logs its evaluations again",
-                                type(e).__name__, e)
-                    _end_service()
-                else:  # every row up to here is in the run: a resume need not log them again
-                    with contextlib.suppress(OSError):
-                        write_json({**_logged_steps(self._logged_file), self.run_id: self.step}, self._logged_file)
-
-    @property
-    def _logged_file(self) -> Path:
-        return self.files.root / "wandb" / "logged_steps.json"
+            if self.wandb is not None:
+                wandb_run, self.wandb = self.wandb, None
+                wandb_run.finish(summary)
 
 
-def log_sweep_summary(
-    sweep_dir: Path,
-    logger: LoggerConfig,
-    group: str,
-    comparison: "pd.DataFrame",
-    ablation: Optional["pd.DataFrame"],
-    figures: List[Path],
-    curves: "pd.DataFrame",
-) -> None:
-    """One more run in the sweep's group (job_type report) that shows the comparison on the W&B dashboard:
-    the comparison and ablation tables, the figures, and each of CURVES against step, one line per job.
+class Clock:
+    """Training time and tokens since the last evaluation, banked into each replica's totals at the next one; the
+    first iteration (warm-up, compilation) is never timed."""
 
-    `curves` holds every job's metrics.csv rows with columns job, model, scale, variant, seed, step and
-    CURVES. A failure costs the W&B copy only: comparison.csv and the figures are in the sweep's folder.
-    """
-    if logger.name != "wandb":
-        return
-    import wandb
+    def __init__(self, elapsed_s: float):
+        self.started = time.perf_counter() - elapsed_s
+        self.since: Optional[float] = None  # when timing restarted; None until an iteration ends
+        self.tokens = 0
+        self.eval_s = 0.0  # how long the last evaluation took
 
-    try:
-        run = start_run(
-            logger,
-            Path(sweep_dir),
-            name="comparison",
-            group=group,
-            job_type="report",
-            tags=[t[:64] for t in logger.tags],
-            config={"sweep_dir": str(sweep_dir), "jobs": len(comparison)},
-        )
-        try:
-            data = {"comparison": _table(comparison)}
-            if ablation is not None:
-                data["ablation"] = _table(ablation)
-            for path in figures:
-                data[f"figures/{Path(path).stem}"] = wandb.Image(str(path))
-            for metric in CURVES:
-                if metric in curves:
-                    data[metric] = _line_series(curves, metric)
-            run.log(data)
-        finally:
-            run.finish()
-    except (OSError, ValueError, wandb.errors.Error) as e:
-        log.warning("W&B: the sweep's comparison was not logged (%s); comparison.csv and the figures are in %s",
-                    e, sweep_dir)
+    def restart(self) -> None:
+        self.since, self.tokens = time.perf_counter(), 0
+
+    def count(self, tokens: int) -> None:
+        if self.since is None:
+            self.restart()  # the first iteration after a start or an evaluation: time from its end
+        else:
+            self.tokens += tokens
+
+    def bank(self, progresses) -> float:
+        """Move the time and tokens counted into each progress' totals; return their rate (per replica)."""
+        elapsed = time.perf_counter() - self.started
+        seconds = time.perf_counter() - self.since if self.since is not None and self.tokens else 0.0
+        for p in progresses:
+            p.elapsed_s = elapsed
+            if seconds:
+                p.train_time_s += seconds
+                p.train_tokens += self.tokens
+        rate = self.tokens / seconds if seconds else math.nan
+        self.since, self.tokens = None, 0
+        return rate
+
+    def rate(self, progress) -> float:
+        """Tokens per second so far, the banked and the counted."""
+        seconds = progress.train_time_s + (time.perf_counter() - self.since if self.since is not None else 0.0)
+        return (progress.train_tokens + self.tokens) / seconds if seconds else 0.0
+
+    def step_s(self, tokens_per_step: int) -> Optional[float]:
+        """Seconds an iteration takes, once the counted ones have run a while; else None."""
+        if self.since is None or not self.tokens or time.perf_counter() - self.since < PROJECT_AFTER_S:
+            return None
+        return (time.perf_counter() - self.since) * tokens_per_step / self.tokens
 
 
-def _logged_steps(path: Path) -> Dict[str, int]:
-    """Which step each W&B run last saw to its end; a damaged record only means logging some rows again."""
-    try:
-        return read_json(path)
-    except UsageError as e:
-        log.warning("W&B: %s", e)
-        return {}
+PROJECT_AFTER_S = 5.0  # the projected time of a run is said once its iterations have run this long
 
 
-def run_tags(run: RunInfo, extra: Sequence[str]) -> List[str]:
-    """The model, its preset, each variant part, the experiment if any, then logger.tags; W&B takes 64 characters."""
-    scale = run.config.get("scale", {}).get("name")
-    experiment = run.choices.get("experiment")
-    tags = [
-        run.config.get("model", {}).get("name"),
-        scale and f"scale={scale}",
-        *run.variant,
-        experiment and f"experiment={experiment}",
-        *extra,
-    ]
-    return list(dict.fromkeys(t[:64] for t in tags if t))
+def projection(iters_left: int, step_s: float, eval_interval: int, eval_s: float, jobs_left: int) -> str:
+    """'projected: about 11 h 20 min more for this run (...)' and, in a sweep, the same for the jobs after it."""
+    evals_left = -(-iters_left // eval_interval) if iters_left > 0 else 0
+    seconds = iters_left * step_s + evals_left * eval_s
+    line = (f"projected: about {duration(seconds)} more for this run ({iters_left:,} iterations at "
+            f"{step_s * 1000:,.1f} ms, {evals_left} evaluations at {eval_s:,.1f} s); Ctrl-C stops it with a checkpoint")
+    if jobs_left:
+        line += f"; the {jobs_left} jobs after it in this sweep about {duration(seconds * jobs_left)} more if alike"
+    return line
 
 
-def start_run(logger: LoggerConfig, folder: Path, **init: Any):
-    """wandb.init in logger.mode, quiet and bounded; an online run that cannot start logs offline instead."""
-    import wandb
-
-    global _online_failed
-    wandb.setup(wandb.Settings(silent=True))  # process-wide: the login's own lines only heed these settings
-    folder.mkdir(parents=True, exist_ok=True)  # wandb warns about git when its dir is missing
-    settings = wandb.Settings(silent=True, console="off", init_timeout=logger.init_timeout_s, reinit="create_new")
-    init = dict(project=logger.project, entity=logger.entity, dir=str(folder), settings=settings, **init)
-    mode = WandbMode(logger.mode)
-    if mode not in ONLINE_MODES:
-        return _init(mode.value, init)
-    if _online_failed:
-        return _init("offline", init)
-    # wandb reports its own errors to its server: with the server unreachable that delays the exit by ~20 s.
-    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
-    host = _host()
-    problem = _credentials_problem(host)
-    if problem is None:
-        try:
-            return _init(mode.value, init)
-        except wandb.errors.Error as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            problem = f"{host} did not start the run ({reason}); check the network, WANDB_BASE_URL and the API key"
-            wandb.teardown()  # wandb-core keeps the failed run's id: a fresh one logs it offline under the same id
-    _online_failed = True
-    run = _init("offline", init)
-    log.warning("W&B: %s. Logging offline: upload later with `wandb sync %s`", problem, Path(run.settings.sync_dir))
-    return run
-
-
-def _init(mode: str, init: Dict[str, Any]):
-    import wandb
-
-    try:
-        return wandb.init(mode=mode, **init)
-    except KeyboardInterrupt:
-        _end_service()
-        raise
-
-
-def _end_service() -> None:
-    """Ctrl-C during a stuck online start: wandb-core would hold the process's exit until its own timeout,
-    so end it now. Only runs that have not started yet lose anything (wandb 0.31's internals)."""
-    import wandb
-    from wandb.sdk import wandb_setup
-
-    with contextlib.suppress(Exception):
-        process = wandb_setup.singleton()._connection._proc._process
-        process.kill()
-        process.wait()
-    with contextlib.suppress(Exception):  # its goodbye to the ended service fails: there is nothing left to wait for
-        wandb.teardown()
-
-
-def _host() -> str:
-    from wandb.sdk import wandb_setup
-
-    return wandb_setup.singleton().settings.base_url  # WANDB_BASE_URL or the settings files, else W&B's cloud
-
-
-def _credentials_problem(host: str) -> Optional[str]:
-    """None when wandb.init's login finds credentials (environment, ~/.netrc, settings), else what to do.
-
-    The same lookup as wandb.init's own, without its interactive prompt (which waits for ever on a
-    terminal) and without the network.
-    """
-    import wandb
-    from wandb.sdk.lib import wbauth
-
-    try:
-        found = wbauth.authenticate_session(host=host, source="drakegpt", prompt=False, update_session=False)
-    except wandb.errors.AuthenticationError as e:
-        return f"the API key for {host} is malformed ({e}); run `wandb login --relogin`"
-    return None if found else f"no API key for {host}; run `wandb login` or set WANDB_API_KEY"
-
-
-def _table(frame: "pd.DataFrame"):
-    import wandb
-
-    return wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))  # NaN and <NA> as empty cells
-
-
-def _line_series(curves: "pd.DataFrame", metric: str):
-    import wandb
-
-    lines = [(job, rows.dropna(subset=[metric])) for job, rows in curves.groupby("job", sort=False)]
-    return wandb.plot.line_series(
-        xs=[rows.step.tolist() for _, rows in lines],
-        ys=[rows[metric].tolist() for _, rows in lines],
-        keys=[str(job) for job, _ in lines],
-        title=f"{metric} by job",
-        xname="step",
-    )
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '3 h 05 min'."""
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _csv_row(row: Dict[str, float]) -> Dict[str, str]:
-    return {"step": row["step"], **{k: _csv_number(row[k]) for k in METRIC_COLUMNS[1:]}}
+    return {"step": row["step"], **{k: _csv_number(row.get(k, math.nan)) for k in METRIC_COLUMNS[1:]}}
 
 
 def _csv_number(value: float) -> str:
-    return "" if math.isnan(value) else f"{value:.6g}"
+    return "" if value is None or math.isnan(value) else f"{value:.6g}"

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import typed_config
-from drakegpt.config import DataConfig, DataSource
+from helpers.runs import typed_config
+from drakegpt.schema import DataConfig, DataSource
 from drakegpt.data import CharVocab, build_corpus, gather, load_text, random_starts
 from drakegpt.errors import UsageError
 
@@ -253,7 +253,11 @@ def _kaggle_api_class():
     return importlib.import_module("kaggle.api.kaggle_api_extended").KaggleApi
 
 
-def test_kaggle_download_then_offline(drake_csv, tmp_path, monkeypatch):
+SAMPLE_CSV = Path(str(resources.files("drakegpt") / "sample_data" / "lyrics.csv"))
+
+
+def test_kaggle_download_then_offline(tmp_path, monkeypatch):
+    """The shipped sample CSV stands in for the dataset's csv/Drake.csv: the whole path runs, but the network call."""
     _kaggle_env(monkeypatch, tmp_path / "home", credentials=True)
     calls = []
 
@@ -262,7 +266,7 @@ def test_kaggle_download_then_offline(drake_csv, tmp_path, monkeypatch):
         calls.append(dataset)
         target = Path(path) / (dataset.split("/")[-1] + ".zip")
         with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            z.write(drake_csv, "csv/Drake.csv")
+            z.write(SAMPLE_CSV, "csv/Drake.csv")
             z.writestr("csv/MarlowReed.csv", OTHER_ARTIST_CSV)
             z.writestr("json/Drake.json", "{}")
 
@@ -273,10 +277,9 @@ def test_kaggle_download_then_offline(drake_csv, tmp_path, monkeypatch):
 
     text = load_text(cfg)
     assert calls == ["deepshah16/song-lyrics-dataset"]
-    assert text == drake_text(str(drake_csv))
-    assert len(text) == 1_073_351
+    assert text == load_text(data_config(source=DataSource.sample))
     extracted = cache / "deepshah16__song-lyrics-dataset" / "csv" / "Drake.csv"
-    assert extracted.read_bytes() == drake_csv.read_bytes()
+    assert extracted.read_bytes() == SAMPLE_CSV.read_bytes()
 
     def offline(self, *args, **kwargs):
         raise ConnectionError("no network in this test")
@@ -342,6 +345,43 @@ def test_a_damaged_kaggle_download_in_the_cache_is_one_line(tmp_path, monkeypatc
     with pytest.raises(UsageError) as excinfo:
         load_text(data_config(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
     usage_error(excinfo, "song-lyrics-dataset.zip is damaged", "delete it")
+
+
+def test_a_damaged_member_of_a_cached_download_is_one_line(tmp_path, monkeypatch):
+    _kaggle_env(monkeypatch, tmp_path / "home", credentials=True)
+    cache = tmp_path / "cache" / "deepshah16__song-lyrics-dataset"
+    cache.mkdir(parents=True)
+    archive = cache / "song-lyrics-dataset.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("csv/Drake.csv", "Artist,Lyric\n" + "Juno Vale,la la la\n" * 200)
+    raw = bytearray(archive.read_bytes())
+    start = raw.index(b"csv/Drake.csv") + len("csv/Drake.csv") + 20  # inside the compressed data
+    raw[start:start + 40] = bytes(40)
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(UsageError) as excinfo:
+        load_text(data_config(source=DataSource.kaggle, artist="Drake", cache_dir=str(tmp_path / "cache")))
+    usage_error(excinfo, "song-lyrics-dataset.zip is damaged", "csv/Drake.csv", "delete it")
+
+
+def test_an_artist_of_digits_is_found_in_a_column_of_numbers(tmp_path):
+    path = tmp_path / "numbers.csv"
+    path.write_text("Artist,Lyric\n123,one two three\n456,four five six\n")
+    assert load_text(data_config(source=DataSource.csv, path=str(path), artist="123")) == "one two three"
+    with pytest.raises(UsageError) as excinfo:
+        load_text(data_config(source=DataSource.csv, path=str(path), artist="789"))
+    usage_error(excinfo, "Artist='789'", "123, 456")
+
+
+def test_a_test_split_is_cut_from_the_end_and_the_seed_split_stays_the_default():
+    text = load_text(data_config(source=DataSource.sample))
+    seed = build_corpus(data_config(source=DataSource.sample), 8)
+    assert len(seed.train) == int(0.9 * len(text)) and len(seed.test) == 0 and "test" not in seed.splits
+    held = build_corpus(data_config(source=DataSource.sample, train_fraction=0.8, test_fraction=0.1), 8)
+    n = len(text)
+    assert (len(held.train), len(held.test)) == (int(0.8 * n), int(0.1 * n))
+    assert len(held.train) + len(held.val) + len(held.test) == n
+    assert torch.equal(torch.cat([held.train, held.val, held.test]), seed.vocab.encode(text))
+    assert held.digest() != build_corpus(data_config(source=DataSource.sample, train_fraction=0.8), 8).digest()
 
 
 def test_a_csv_with_a_byte_order_mark_reads_like_any_other(tmp_path):

@@ -12,13 +12,17 @@ from typing import Dict, List, Optional, Sequence
 import matplotlib
 import pandas as pd
 import pytest
-from matplotlib.container import BarContainer
 
 from drakegpt import plots, report
+from drakegpt.schema import ladder
+from helpers.runs import typed_config
 
 matplotlib.use("Agg")
 
 STEP_0 = (4.6, 4.7)  # the untrained model's train and val loss
+PRESETS = {m: typed_config(f"model={m}")[1]["model"] for m in ladder()}  # as training records them
+PARAMS = {"BigramLM": 841, "SingleHeadAttentionLM": 5517}
+SHAPES = {"default": {"context_length": 8, "embedding_dim": 32}, "large": {"context_length": 256, "embedding_dim": 384}}
 
 
 def write_job(
@@ -47,7 +51,8 @@ def write_job(
          for s, t, v in rows]
     ).to_csv(root / "metrics.csv", index=False)
     summary = {
-        "model": model, "scale": scale, "variant": variant, "seed": seed, "params": 43344, "vocab_size": 29,
+        "model": model, "scale": scale, "variant": variant, "seed": seed, "params": PARAMS.get(model, 43344),
+        "vocab_size": 29, "preset": PRESETS.get(model, {}), "shape": SHAPES[scale], "eval": "exact",
         "steps": steps, "final_train_loss": val - 0.1 if final else None, "final_val_loss": val if final else None,
         "best_val_loss": val if final else None, "best_step": steps, "tokens_per_s": 5000.0, "wall_s": 12.0,
         "device": "cpu", "threads": 1, "precision": "fp32", "replicas": replicas, "run_id": "0123abcd",
@@ -183,85 +188,106 @@ def test_replica_folders_are_rows_and_the_newest_attempt_stands(tmp_path):
 # ----------------------------------------------------------------------------------------------- ablation
 
 
-def test_ablation_files_give_each_variants_difference_and_its_spread(tmp_path):
+T_975_2 = 4.302652729749462  # the t distribution's 97.5% quantile with 2 degrees of freedom: 3 paired seeds
+
+
+def test_ablation_files_pair_each_variant_with_the_baseline_seed_by_seed(tmp_path):
     losses = ablation_sweep(tmp_path)
     report.write_report(tmp_path)
 
-    ablation = pd.read_csv(tmp_path / "ablation.csv").fillna({"variant": ""})
-    assert list(ablation.variant) == ["feed_forward=linear", "", "norm=none"]  # sorted by difference
-    base = pd.Series(losses[""])
+    ablation = pd.read_csv(tmp_path / "ablation.csv").fillna({"variant": "", "verdict": ""})
+    assert list(ablation.variant) == ["", "feed_forward=linear", "norm=none"]  # the baseline, then by difference
     for row in ablation.itertuples():
         values = pd.Series(losses[row.variant])
         assert row.seeds == 3 and row.params == 43344 and row.tokens_per_s == 5000
         assert row.best_val_loss_mean == pytest.approx(values.mean())
         assert row.best_val_loss_std == pytest.approx(values.std())
-        assert row.difference == pytest.approx(values.mean() - base.mean())
+    # norm=none: per seed +0.10, +0.13, +0.16 -> mean 0.13, sd 0.03, half-width t * 0.03 / sqrt(3) = 0.07452
     norm = ablation[ablation.variant == "norm=none"].iloc[0]
-    assert norm.difference == pytest.approx(0.13)
-    assert norm.difference_se == pytest.approx(math.sqrt(0.05**2 / 3 + 0.02**2 / 3))
-    assert math.isnan(ablation[ablation.baseline].difference_se.iloc[0])
+    half = T_975_2 * 0.03 / math.sqrt(3)
+    assert (norm.difference, norm.low, norm.high) == pytest.approx((0.13, 0.13 - half, 0.13 + half))
+    assert norm.detectable == pytest.approx(half) and norm.method == "paired" and norm.verdict == "worse"
+    # feed_forward=linear: -0.10, -0.07, -0.04 -> mean -0.07, the same half-width: the interval holds 0
+    linear = ablation[ablation.variant == "feed_forward=linear"].iloc[0]
+    assert (linear.low, linear.high) == pytest.approx((-0.07 - half, -0.07 + half))
+    assert linear.verdict == "no effect detected"
 
     text = (tmp_path / "ablation.md").read_text()
-    assert "sqrt(s_v²/n_v + s_b²/n_b)" in text
+    assert "paired seed by seed" in text and "t distribution" in text
     rows = {r[0]: r for r in markdown_rows(text)}
-    assert rows["norm=none"][3:5] == ["1.950 ± 0.050", "+0.130 ± 0.031"]
-    assert rows["feed_forward=linear"][4] == "-0.070 ± 0.031"
+    assert rows["norm=none"][3:6] == ["1.950 ± 0.050", "+0.130 [+0.055, +0.205]", "worse"]
+    assert rows["feed_forward=linear"][4:6] == ["-0.070 [-0.145, +0.005]", "no effect detected"]
     assert rows["baseline"][4] == "0 (baseline)"
     assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_ablation_figure_draws_sorted_differences_with_their_standard_errors(tmp_path):
-    ablation_sweep(tmp_path)
-    table, _ = report.collect(tmp_path)
-    ablation = report.ablation_table(table)
-    (ax,) = plots.ablation_figure(ablation).axes
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["feed_forward=linear", "baseline", "norm=none"]
-    assert [p.get_width() for p in ax.patches] == pytest.approx([-0.07, 0.0, 0.13])
-    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
-    segments = bars.errorbar.lines[2][0].get_segments()
-    half_widths = [abs(s[1][0] - s[0][0]) / 2 for s in segments]
-    assert half_widths == pytest.approx(list(ablation.difference_se.fillna(0)))
-    assert half_widths[2] == pytest.approx(math.sqrt(0.05**2 / 3 + 0.02**2 / 3))
+def test_seeds_not_shared_with_the_baseline_are_compared_unpaired_by_welch(tmp_path):
+    for seed, val in ((1, 1.80), (2, 1.82), (3, 1.84)):
+        write_job(tmp_path, f"seed={seed}", seed=seed, val=val, overrides=["experiment=ablation"])
+    for seed, val in ((4, 1.90), (5, 1.96)):
+        write_job(tmp_path, f"seed={seed},variant=no_norm", seed=seed, val=val, variant="norm=none",
+                  overrides=["experiment=ablation", "variant=no_norm"])
+    ablation = report.ablation_table(report.collect(tmp_path)[0])
+    norm = ablation[ablation.variant == "norm=none"].iloc[0]
+    assert norm.method == "welch" and norm.difference == pytest.approx(1.93 - 1.82)
 
 
-def test_an_ablation_with_one_seed_has_no_spread(tmp_path):
+def test_an_ablation_with_one_seed_has_no_interval(tmp_path):
     ablation_sweep(tmp_path, seeds=(1,))
     table, _ = report.collect(tmp_path)
     ablation = report.ablation_table(table)
-    assert list(ablation.seeds) == [1, 1, 1] and ablation.difference_se.isna().all()
+    assert list(ablation.seeds) == [1, 1, 1] and ablation.low.isna().all()
+    assert set(ablation[~ablation.baseline].verdict) == {"too few seeds"}
     rows = {r[0]: r for r in markdown_rows(report.ablation_markdown(ablation))}
-    assert rows["norm=none"][3:5] == ["1.900", "+0.100"]
-    (ax,) = plots.ablation_figure(ablation).axes
-    (bars,) = ax.containers
-    assert bars.errorbar is None
-    assert [p.get_width() for p in ax.patches] == pytest.approx([-0.1, 0.0, 0.1])
+    assert rows["norm=none"][3:6] == ["1.900", "+0.100", "too few seeds"]
+
+
+def test_distinct_jobs_are_never_pooled_however_alike_their_labels(tmp_path):
+    """experiment=ablation model=BigramLM once gave seven variants the same empty label: 21 'seeds' in one row."""
+    for variant in ("baseline", "no_norm", "no_dropout"):
+        for seed in (1, 2):
+            write_job(tmp_path, f"seed={seed},variant={variant}", model="BigramLM", seed=seed, variant="",
+                      overrides=["experiment=ablation", f"variant={variant}"])
+    table, _ = report.collect(tmp_path)
+    rows = markdown_rows(report.markdown(table))
+    assert len(rows) == 3 and all(r[3] == "2" for r in rows)  # three arms of two seeds each
 
 
 def test_write_figures_returns_the_figures_it_wrote(tmp_path):
     ablation_sweep(tmp_path)
     table, curves = report.collect(tmp_path)
-    written = report.write_figures(tmp_path, curves, report.ablation_table(table))
+    written = report.write_figures(tmp_path, table, curves, report.ablation_table(table))
     assert [p.name for p in written] == ["train_loss.png", "val_loss.png", "loss.png", "ablation.png"]
     assert all(p.parent == tmp_path and p.read_bytes()[:4] == b"\x89PNG" for p in written)
+
+
+def test_a_comparison_of_models_adds_their_bar_chart_and_loss_against_parameters(tmp_path):
+    for i, model in enumerate(("BigramLM", "SingleHeadAttentionLM", "TransformerLM")):
+        for seed in (1, 2):
+            write_job(tmp_path, f"model={model},seed={seed}", model=model, seed=seed, val=2.4 - i / 10 + seed / 100)
+    written = {p.name for p in report.write_report(tmp_path).figures}
+    assert {"models.png", "params.png"} <= written
+    table, _ = report.collect(tmp_path)
+    assert list(dict.fromkeys(table.model)) == ["BigramLM", "SingleHeadAttentionLM", "TransformerLM"]  # the ladder
 
 
 # ------------------------------------------------------------------------------------------------ figures
 
 
-@pytest.mark.parametrize("labelled", [True, False], ids=["stored-label", "summary-without-label"])
-def test_the_overfitting_figure_includes_its_baseline(tmp_path, labelled):
+def test_the_overfitting_figure_draws_its_baseline_on_top(tmp_path):
     remedies = ["none", "early_stopping", "lr_decay", "more_dropout", "all"]
     shared = ["experiment=overfitting", "data=csv", "data.path=a.csv", "logger=none"]
-    for i, remedy in enumerate(remedies):
+    for i, remedy in enumerate(remedies):  # the default remedy is no part of a label: its job is the baseline
         write_job(tmp_path, f"experiment=overfitting,remedy={remedy}", scale="large", val=1.5 - i / 100,
-                  variant=f"remedy={remedy}" if labelled else None, overrides=[f"remedy={remedy}", *shared])
+                  variant="" if remedy == "none" else f"remedy={remedy}", overrides=[f"remedy={remedy}", *shared])
     table, curves = report.collect(tmp_path)
     fig = plots.curve_figure(curves, "val_loss", "val loss")
-    labels = [line.get_label() for line in fig.axes[0].get_lines()]
-    assert sorted(labels) == sorted(f"remedy={r}" for r in remedies)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert sorted(lines) == sorted(["baseline", *(f"remedy={r}" for r in remedies[1:])])
+    assert lines["baseline"].get_zorder() == max(line.get_zorder() for line in lines.values())
     assert report.what_was_swept(curves) == "variants of TransformerLM (remedy)"
     ablation = report.ablation_table(table)
-    assert ablation[ablation.baseline].variant.tolist() == ["remedy=none"]  # the default remedy is the baseline
+    assert ablation[ablation.baseline].variant.tolist() == [""]
 
 
 def test_a_dozen_lines_have_distinct_colours_and_line_styles(tmp_path):
@@ -276,7 +302,7 @@ def test_a_dozen_lines_have_distinct_colours_and_line_styles(tmp_path):
     assert len({line.get_color() for line in drawn}) == 12
     style = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in drawn}
     assert "TransformerLM norm=none" in style
-    assert style["ResidualBlocksLM"][0] != style["TransformerLM"][0]
+    assert style["ResidualBlocksLM"][0] != style["TransformerLM baseline"][0]
     for a, b in zip(drawn, drawn[1:]):  # neighbours in the legend differ in line style too
         assert a.get_linestyle() != b.get_linestyle()
     many = plots.line_styles(48)
@@ -330,7 +356,8 @@ def test_report_cli_writes_the_comparison_and_no_ablation_without_variants(tmp_p
     assert report.main([str(tmp_path)]) == 0
     assert report.ablation_table(report.collect(tmp_path)[0]).empty
     written = {p.name for p in tmp_path.iterdir() if p.is_file()}
-    assert written == {"comparison.csv", "summary.md", "train_loss.png", "val_loss.png", "loss.png"}
+    assert written == {"comparison.csv", "summary.md", "train_loss.png", "val_loss.png", "loss.png", "models.png",
+                       "params.png"}
 
 
 @pytest.mark.parametrize("kind", ["file", "empty folder"])
@@ -361,3 +388,34 @@ def test_a_damaged_job_file_leaves_that_job_out_and_the_rest_in(tmp_path, caplog
     else:
         assert list(table.model) == ["BigramLM"]
     assert str(damaged) in caplog.text and (tmp_path / "summary.md").is_file()
+
+
+@pytest.mark.parametrize("field, value", [("seed", "one"), ("params", [1]), ("best_val_loss", "low")])
+def test_a_summary_value_that_is_not_a_number_is_left_empty_with_a_warning(tmp_path, caplog, field, value):
+    for seed in (1, 2):
+        root = write_job(tmp_path, f"seed={seed}", seed=seed)
+    summary = json.loads((root / "summary.json").read_text())
+    (root / "summary.json").write_text(json.dumps({**summary, field: value}))
+    assert report.main([str(tmp_path)]) == 0
+    table, _ = report.collect(tmp_path)
+    assert len(table) == 2 and table[field].isna().sum() == 1
+    assert f"{field}={value!r} is not a number" in caplog.text
+
+
+def test_a_metrics_cell_that_is_not_a_number_leaves_the_rest_of_the_curve(tmp_path, caplog):
+    root = write_job(tmp_path, "seed=1")
+    text = (root / "metrics.csv").read_text().splitlines()
+    text[2] = text[2].replace(text[2].split(",")[2], "oops")
+    (root / "metrics.csv").write_text("\n".join(text) + "\n")
+    _, curves = report.collect(tmp_path)
+    assert curves.val_loss.isna().sum() == 1 and len(curves) == 3 and "not numbers" in caplog.text
+
+
+def test_a_sweep_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    from helpers.filesystems import read_only
+
+    write_job(tmp_path / "sweep", "seed=1")
+    with read_only(tmp_path / "sweep"):
+        assert report.main([str(tmp_path / "sweep")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: cannot write the report into") and "read-only file system" in line

@@ -19,9 +19,9 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from conftest import QUICK, ROOT, read_summary
-from slurm_cluster import Cluster, local_cluster, unavailable
-from wandb_files import read_run
+from helpers.runs import QUICK, ROOT, read_summary, skip_or_fail
+from helpers.slurm_cluster import Cluster, local_cluster, unavailable
+from helpers.wandb_files import read_run
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ PREEMPT = ["model=TransformerLM", "seed=1,2", f"train.iters={ITERS}", f"train.ev
 def cluster():
     reason = unavailable()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     # DRAKEGPT_KEEP_SLURM=1 keeps the cluster's folder (the daemons' logs, every sweep) for a look afterwards.
     with local_cluster(job_requeue=0, keep=os.environ.get("DRAKEGPT_KEEP_SLURM") == "1") as started:
         yield started

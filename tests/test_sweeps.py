@@ -1,7 +1,7 @@
 """Hydra multiruns end to end: `python run.py -m ...` in a subprocess, then the sweep folder it leaves.
 
 Every test runs the real entry point with tiny settings (QUICK) from a temporary working folder, so
-models/ lands there, and points hydra.sweep.dir at a temporary folder. Sweeps that several tests read
+registry/ lands there, and points hydra.sweep.dir at a temporary folder. Sweeps that several tests read
 are module-scoped fixtures: each subprocess runs once. All of them train: the module is `slow`.
 """
 
@@ -18,10 +18,12 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import ONE_THREAD, QUICK, ROOT, read_summary, run_py
-from wandb_files import offline_runs
+from helpers.runs import ONE_THREAD, QUICK, ROOT, read_summary, run_py
+from helpers.wandb_files import offline_runs
 from drakegpt import registry, report
-from drakegpt.config import MODEL_LADDER as MODELS
+from drakegpt.schema import ladder
+
+MODELS = ladder()
 
 pytestmark = pytest.mark.slow
 REPORT_FILES = ["comparison.csv", "summary.md", "train_loss.png", "val_loss.png", "loss.png"]
@@ -138,6 +140,7 @@ def test_glob_sweeps_all_seven_models_and_writes_the_report(all_models):
     assert sorted(r["model"] for r in table) == sorted(MODELS)
     assert {r["status"] for r in table} == {"ok"}, table
     assert {r["scale"] for r in table} == {"default"}
+    assert f"sweep: {len(MODELS)} of {len(MODELS)} jobs done" in result.stdout  # glob(*) counted as Hydra expands it
     for r in table:
         assert int(float(r["params"])) > 0
         for column in ("final_train_loss", "final_val_loss", "best_val_loss", "tokens_per_s", "wall_s"):
@@ -157,8 +160,8 @@ def test_glob_sweeps_all_seven_models_and_writes_the_report(all_models):
         assert summary["model"] == model and summary["status"] == "ok" and summary["steps"] == 20
         with open(d / "metrics.csv", newline="") as f:
             assert [int(r["step"]) for r in csv.DictReader(f)] == [0, 10, 20]
-        (entry,) = registry.entries(sweep_dir.parent / "models", model, "default")  # published from the tmp cwd
-        assert entry.weights == summary["published"]
+        (entry,) = registry.entries(sweep_dir.parent / "registry", model, "default")  # published from the tmp cwd
+        assert str(entry.weights) == summary["published"]
 
 
 def test_scale_sweep_gives_a_row_and_a_panel_per_preset(tmp_path, all_models):
@@ -430,7 +433,7 @@ def test_wandb_runs_of_a_sweep_name_themselves_share_a_group_and_get_a_compariso
     assert result.returncode == 0, output(result)
     runs = [run for d in job_dirs(sweep_dir) for run in offline_runs(d)]
     assert len(runs) == 4
-    assert {run.group for run in runs} == {str(sweep_dir)}  # null logger.group: the sweep's folder
+    assert {run.group for run in runs} == {sweep_dir.name}  # null logger.group: named by the sweep, not a path
     assert len({run.name for run in runs}) == 4  # unique: model, preset, variant, seed
     named = [run.name for run in runs if run.name.startswith("BigramLM-default-remedy=more_dropout")]
     assert sorted(name[-3:] for name in named) == ["-s1", "-s2"]
@@ -439,7 +442,7 @@ def test_wandb_runs_of_a_sweep_name_themselves_share_a_group_and_get_a_compariso
         assert run.config["choices"]["remedy"] in ("none", "more_dropout")  # a _global_ group's choice, logged
         assert [a["type"] for a in run.artifacts] == ["model"]  # the published weights travel with the run
     (comparison,) = offline_runs(sweep_dir / "wandb") if (sweep_dir / "wandb").exists() else [None]
-    assert comparison is not None and comparison.job_type == "report" and comparison.group == str(sweep_dir)
+    assert comparison is not None and comparison.job_type == "report" and comparison.group == sweep_dir.name
     tables = list((comparison.folder / "files" / "media" / "table").rglob("comparison*.table.json"))
     assert tables, list(comparison.folder.rglob("*"))
 
@@ -467,7 +470,7 @@ def test_a_value_with_slashes_names_one_job_folder_inside_the_sweep(tmp_path):
     (folder,) = job_dirs(sweep_dir)
     assert folder.parent == sweep_dir and folder.name.startswith("data.artist=..%2F..%2Fescape,"), folder
     assert [r["status"] for r in rows(sweep_dir)] == ["failed"]  # its failure is in the comparison
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "songs.csv", "sweep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry", "songs.csv", "sweep"]
 
 
 def test_a_scale_key_sweep_is_two_variants_with_their_own_weights(tmp_path):

@@ -1,33 +1,81 @@
-"""One layer of the deep models, with every idea of the ladder as a switch of its ModelConfig."""
+"""One layer of the deep models, with every idea of the ladder as a switch of its ModelConfig.
+
+The feed-forward kinds are sibling classes picked by name (litgpt's way), each as wide as
+`config.feed_forward_width` says: nothing else needs to know the ratio.
+"""
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from drakegpt.models.attention import Span, dropout_function, linear_class, make_attention
+from drakegpt.models.attention import Span, dropout_function, make_attention
+from drakegpt.models.bitnet import make_linear
 from drakegpt.models.config import Activation, FeedForward, ModelConfig, NormPosition
 from drakegpt.models.layers import make_norm
 
-ACTIVATIONS = {Activation.relu: F.relu, Activation.gelu: F.gelu}
+ACTIVATIONS = {
+    Activation.relu: F.relu,
+    Activation.gelu: F.gelu,
+    Activation.silu: F.silu,
+    Activation.relu2: lambda x: F.relu(x).square(),
+}
 
 
-class FeedForwardLayer(nn.Module):
-    """Linear + activation as wide as the embedding, or (mlp) up to 4x the width and back down; then dropout."""
+class LinearActivation(nn.Module):
+    """BlocksLM's feed-forward: one Linear as wide as the embedding, then the activation."""
 
     def __init__(self, config: ModelConfig, replicas: int):
         super().__init__()
-        C, linear = config.embedding_dim, linear_class(config.linear)
-        hidden = 4 * C if config.feed_forward is FeedForward.mlp else C
-        self.up = linear(C, hidden, replicas=replicas)
-        self.down = linear(hidden, C, replicas=replicas) if config.feed_forward is FeedForward.mlp else None
+        C = config.embedding_dim
+        self.up = make_linear(config.linear, C, config.feed_forward_width, replicas=replicas)
         self.activation = ACTIVATIONS[config.activation]
-        self.dropout, self.dropout_function = config.dropout, dropout_function(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.activation(self.up(x))
-        if self.down is not None:
-            x = self.down(x)
-        return self.dropout_function(x, self.dropout, self.training)
+        return self.activation(self.up(x))
+
+
+class MLP(nn.Module):
+    """Up to feed_forward_width, the activation, back down to the embedding width."""
+
+    def __init__(self, config: ModelConfig, replicas: int):
+        super().__init__()
+        C, hidden = config.embedding_dim, config.feed_forward_width
+        self.up = make_linear(config.linear, C, hidden, replicas=replicas)
+        self.down = make_linear(config.linear, hidden, C, replicas=replicas)
+        self.activation = ACTIVATIONS[config.activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.activation(self.up(x)))
+
+
+class GLU(nn.Module):
+    """down(activation(gate(x)) * up(x)): gate and up are one matmul. With SiLU this is LLaMA's SwiGLU."""
+
+    def __init__(self, config: ModelConfig, replicas: int):
+        super().__init__()
+        C, hidden = config.embedding_dim, config.feed_forward_width
+        self.gate_up = make_linear(config.linear, C, 2 * hidden, replicas=replicas, splits=(hidden, hidden))
+        self.down = make_linear(config.linear, hidden, C, replicas=replicas)
+        self.activation = ACTIVATIONS[config.activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(self.activation(gate) * up)
+
+
+FEED_FORWARDS = {FeedForward.linear: LinearActivation, FeedForward.mlp: MLP, FeedForward.glu: GLU}
+
+
+class FeedForwardLayer(nn.Module):
+    """The feed-forward of config.feed_forward's kind, then dropout."""
+
+    def __init__(self, config: ModelConfig, replicas: int):
+        super().__init__()
+        self.net = FEED_FORWARDS[config.feed_forward](config, replicas)
+        self.dropout, self.dropout_function = config.dropout_rate, dropout_function(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout_function(self.net(x), self.dropout, self.training)
 
 
 class Block(nn.Module):

@@ -13,6 +13,7 @@ _QUERY_BLOCK = 64
 _CHEAP_MASK_MIN = 2**17  # elements of a tensor to drop out
 _CUSTOM_ATTENTION_MIN = 2**20  # elements of the (B, H, T, T) attention weights
 _SMALL_CONTEXT = 32  # up to this many positions, SmallCausalAttention beats the fused kernel's per-head cost
+_SMALL_CONTEXT_DROPOUT = 64  # with dropout over replicas too: PyTorch's attention dropout is a T×T math path
 _CAUSAL_MASKS = {}
 
 
@@ -21,8 +22,12 @@ def use_cpu_attention(device: torch.device, weights_numel: int) -> bool:
 
 
 def use_small_attention(device: torch.device, T: int, p: float, replicas: int) -> bool:
-    """Short contexts on a CPU; with dropout only for replicas, whose masks differ from a single run's anyway."""
-    return device.type == "cpu" and T <= _SMALL_CONTEXT and (p == 0 or replicas > 1)
+    """Short contexts on a CPU; with dropout only for replicas, whose masks differ from a single run's anyway.
+    Measured on a 2-core CPU at T=64 (3 replicas of 4 layers, C=64): 88 ms a step against 99 with dropout,
+    66 against 61 without."""
+    if device.type != "cpu":
+        return False
+    return T <= _SMALL_CONTEXT and (p == 0 or replicas > 1) or T <= _SMALL_CONTEXT_DROPOUT and p > 0 and replicas > 1
 
 
 def cheap_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -33,14 +33,14 @@ class LanguageModel(nn.Module):
         if config.positions is Positions.learned:
             self.position_embedding = Embedding(T, C, replicas)
         else:
-            cos, sin = rotary_angles(config.head_size, T)
+            cos, sin = rotary_angles(config.head_size, T, config.rotary_base)
             self.register_buffer("rotary_cos", cos, persistent=False)
             self.register_buffer("rotary_sin", sin, persistent=False)
         self.blocks = nn.ModuleList(Block(config, replicas, layer) for layer in range(config.num_layers))
         self.lm_head = Linear(C, V, replicas=replicas)
         self.final_norm = make_norm(config.final_norm, C, replicas)
-        if config.tie_embeddings:
-            self.lm_head.weight = self.token_embedding.weight
+        if config.tie_embeddings:  # one matrix at the LM head's scale: N(0, 1) logits would start near 21 nats
+            self.token_embedding.weight = self.lm_head.weight
 
     def forward(self, ids: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None):
         if not self.config.attention:
@@ -70,7 +70,7 @@ class LanguageModel(nn.Module):
             return None
         weight = self.token_embedding.weight
         return KVCache(
-            c.num_layers, self.replicas * batch, c.num_heads, c.context_length, c.head_size, weight.device, weight.dtype
+            c.num_layers, self.replicas * batch, c.kv_heads, c.context_length, c.head_size, weight.device, weight.dtype
         )
 
     def replica_state(self, replica: int) -> Dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ large=$!
 # remedy=none is the large TransformerLM job above itself (same config, same seed), so it is not run twice.
 setsid "$PY" run.py -m experiment=overfitting remedy=early_stopping,lr_decay,more_dropout,all \
   hydra.launcher.n_jobs=4 hydra.sweep.dir=multirun/gpu/overfitting \
-  paths.models_dir=multirun/gpu/overfitting_models "${common[@]}" > "$OUT/overfitting.log" 2>&1 &
+  paths.registry_dir=multirun/gpu/overfitting_registry "${common[@]}" > "$OUT/overfitting.log" 2>&1 &
 overfit=$!
 while kill -0 $large 2>/dev/null || kill -0 $overfit 2>/dev/null; do
   if [ $(( $(date +%s) - start )) -ge "$SWEEP_SECONDS" ]; then
@@ -48,9 +48,9 @@ done
 echo "sweeps ran $(( $(date +%s) - start )) s"
 for sweep in large overfitting; do "$PY" -m drakegpt.report "multirun/gpu/$sweep"; cat "multirun/gpu/$sweep/summary.md"; done
 
-if ls models/TransformerLM_large/*.pt > /dev/null 2>&1; then
+if ls registry/TransformerLM_large/*.safetensors > /dev/null 2>&1; then
   "$PY" run.py task=generate model=TransformerLM scale=large data=csv "data.path=$DATA" generate.length=1000 seed=6 \
-    "paths.models_dir=$PWD/models" > "$OUT/generate.log" 2>&1
+    "paths.registry_dir=$PWD/registry" > "$OUT/generate.log" 2>&1
   cp inference/generation_TransformerLM_scaled_*.txt "$OUT/" 2>/dev/null
 fi
 tar czf "$OUT/results.tar.gz" --exclude=checkpoints --exclude=.hydra --exclude='*.pt' multirun/gpu

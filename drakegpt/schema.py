@@ -2,14 +2,15 @@
 
 The values live in conf/ (config.yaml and the group files); the dataclasses here give types only, so a
 wrong type (`scale.num_heads=four`) or an unknown key fails when Hydra composes the config. `validate`
-then checks what types cannot (ranges, finiteness, combinations) before any work. Nothing here imports
-torch: composing a config (and so `--help` and tab completion) stays fast.
+then checks what types cannot (ranges, finiteness, combinations) before any work. The model's switches
+are declared once, in drakegpt/models/config.py, and taken from there. Nothing here imports torch:
+composing a config (and so `--help` and tab completion) stays fast.
 """
 
 import hashlib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -21,27 +22,17 @@ from drakegpt.errors import UsageError
 from drakegpt.files import is_file_name
 from drakegpt.models.config import (
     Activation,
+    Depth,
     FeedForward,
+    Heads,
     Implementation,
     LinearKind,
     ModelConfig,
     Norm,
     NormPosition,
     Positions,
+    Switches,
 )
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# The ladder, in the order the models grow: reports and plots list them so.
-MODEL_LADDER = (
-    "BigramLM",
-    "SingleHeadAttentionLM",
-    "MultiHeadAttentionLM",
-    "BlocksLM",
-    "ResidualBlocksLM",
-    "TransformerLM",
-    "BitNetLM",
-)
-SCALE_ORDER = ("default", "large")
 
 
 class Task(Enum):
@@ -53,6 +44,11 @@ class Precision(Enum):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
+
+
+class Evaluation(Enum):
+    exact = "exact"  # every character of the val split predicted once (the train split: a fixed subset as large)
+    random = "random"  # the original DrakeGPT's rule: train.eval_iters random batches per split, drawn once
 
 
 class DataSource(Enum):
@@ -71,52 +67,27 @@ class WandbMode(Enum):
     run = "run"
 
 
-class Heads(Enum):
-    one = "one"  # one head as wide as the embedding
-    num_heads = "num_heads"  # scale.num_heads heads of embedding_dim / num_heads
-
-
-class Depth(Enum):
-    one = "one"  # one layer
-    num_layers = "num_layers"  # scale.num_layers blocks
-
-
 # Keys that never change the numbers a run produces: a run may be resumed with other values, the report
-# does not tell jobs apart by them, and the published-model registry ignores them.
+# does not tell jobs apart by them, and the registry ignores them.
 RUN_INDEPENDENT_KEYS = (
     "task",
     "device",
     "logger",
     "generate",
     "paths",
+    "preset",
     "train.resume",
     "train.threads",
-    "train.compile",
     "train.sample_length",
+    "train.log_interval",
+    "train.publish",
 )
 
-
-@dataclass
-class ModelSwitches:
-    """The `model` group: a preset's name and the ideas it has (conf/model/<name>.yaml)."""
-
-    name: str = MISSING
-    attention: bool = MISSING
-    heads: Heads = MISSING
-    depth: Depth = MISSING
-    feed_forward: FeedForward = MISSING
-    activation: Activation = MISSING
-    residual: bool = MISSING
-    projection: bool = MISSING
-    norm: Norm = MISSING
-    norm_position: NormPosition = MISSING
-    final_norm: Norm = MISSING
-    dropout: bool = MISSING
-    positions: Positions = MISSING
-    tie_embeddings: bool = MISSING
-    linear: LinearKind = MISSING
-    implementation: Implementation = MISSING
-    cpu_kernels: bool = MISSING
+# The `model` group: a preset's name and its switches, every key and type taken from Switches.
+ModelPreset = make_dataclass(
+    "ModelPreset",
+    [("name", str, field(default=MISSING))] + [(f.name, f.type, field(default=f.default)) for f in fields(Switches)],
+)
 
 
 @dataclass
@@ -131,6 +102,8 @@ class ScaleConfig:
     num_heads: int = MISSING
     num_layers: int = MISSING
     dropout: float = MISSING
+    iters: int = MISSING  # how long the preset trains (train.iters follows it)
+    cycle_iters: int = MISSING  # the cyclic schedules' half cycle: a quarter of iters, as in the original
 
 
 @dataclass
@@ -140,7 +113,7 @@ class OptimizerConfig:
     name: str = MISSING
     base_lr: float = MISSING
     max_lr: float = MISSING
-    algorithm: Any = MISSING  # called with the parameters
+    algorithm: Any = MISSING  # called with the model's parameter groups
     schedule: Any = MISSING  # called with the optimizer; stepped once per iteration
 
 
@@ -153,6 +126,7 @@ class DataConfig:
     dataset: str = MISSING
     cache_dir: str = MISSING
     train_fraction: float = MISSING
+    test_fraction: float = MISSING
 
 
 @dataclass
@@ -170,7 +144,9 @@ class LoggerConfig:
 class TrainConfig:
     iters: int = MISSING
     eval_interval: int = MISSING
+    eval: Evaluation = MISSING
     eval_iters: int = MISSING
+    log_interval: int = MISSING
     precision: Precision = MISSING
     compile: Any = MISSING  # auto, true or false
     patience: int = MISSING
@@ -178,6 +154,7 @@ class TrainConfig:
     threads: Optional[int] = MISSING
     replicas: int = MISSING
     sample_length: int = MISSING
+    publish: bool = MISSING
 
 
 @dataclass
@@ -195,7 +172,7 @@ class GenerateConfig:
 
 @dataclass
 class PathsConfig:
-    models_dir: str = MISSING
+    registry_dir: str = MISSING
     inference_dir: str = MISSING
 
 
@@ -204,7 +181,8 @@ class RunConfig:
     task: Task = MISSING
     seed: int = MISSING
     device: str = MISSING
-    model: ModelSwitches = field(default_factory=ModelSwitches)
+    model: ModelPreset = field(default_factory=ModelPreset)
+    preset: ModelPreset = field(default_factory=ModelPreset)  # the model preset as its file has it, for the variant
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -215,12 +193,47 @@ class RunConfig:
     optimized_metric: Optional[str] = None  # a summary.json key returned to hyperparameter sweepers
 
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _with_conf(read):
+    """read(config loader) with Hydra initialised on conf/ (or as the running app initialised it)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        return read(GlobalHydra.instance().config_loader())
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return read(GlobalHydra.instance().config_loader())
+
+
+def group_options(group: str) -> List[str]:
+    """The options of a config group, as Hydra finds them in conf/."""
+    return sorted(_with_conf(lambda loader: loader.get_group_options(group)))
+
+
+def ladder() -> List[str]:
+    """conf/model/'s presets in the order the models grow: each switches on one more idea than the one before."""
+    from hydra import compose
+
+    from drakegpt.models.config import ideas_on
+
+    def ideas(name: str) -> int:
+        preset = _with_conf(lambda _: compose("config", [f"model={name}"], return_hydra_config=False)).model
+        return ideas_on(OmegaConf.to_container(preset, resolve=False, enum_to_str=True))
+
+    return sorted(group_options("model"), key=lambda name: (ideas(name), name))
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
     if not OmegaConf.has_resolver("multiply"):  # conf/optimizer/sgd_cyclic.yaml scales the preset's rates
         OmegaConf.register_new_resolver("multiply", lambda a, b: a * b)
     if not OmegaConf.has_resolver("job_folder"):  # conf/config.yaml's hydra.sweep.subdir
         OmegaConf.register_new_resolver("job_folder", job_folder)
+    if not OmegaConf.has_resolver("pid"):  # conf/config.yaml's hydra.output_subdir: two starts in one second
+        OmegaConf.register_new_resolver("pid", os.getpid)
 
 
 def job_folder(overrides: str) -> str:
@@ -233,85 +246,92 @@ def job_folder(overrides: str) -> str:
     return name
 
 
-def model_config(model: ModelSwitches, scale: ScaleConfig, vocab_size: int) -> ModelConfig:
+def feed_forward_width(model, embedding_dim: int) -> int:
+    """The feed-forward's hidden width: mlp ratio x C; glu 2/3 of that (the same parameters with three
+    matrices), rounded up to a multiple of feed_forward_multiple as LLaMA rounds 8C/3."""
+    C, kind = embedding_dim, model.feed_forward
+    if kind is FeedForward.none:
+        return 0
+    if kind is FeedForward.linear:
+        return C
+    if kind is FeedForward.mlp:
+        return round(model.feed_forward_ratio * C)
+    hidden, multiple = int(2 * model.feed_forward_ratio * C / 3), model.feed_forward_multiple
+    return multiple * -(-hidden // multiple)
+
+
+def model_config(model, scale: ScaleConfig, vocab_size: int) -> ModelConfig:
     """The model's constructor arguments: the preset's switches applied to the scale's shape."""
+    num_heads = scale.num_heads if model.heads is Heads.num_heads else 1
     return ModelConfig(
+        **{f.name: getattr(model, f.name) for f in fields(Switches)},
         vocab_size=vocab_size,
         context_length=scale.context_length,
         embedding_dim=scale.embedding_dim,
-        num_heads=scale.num_heads if model.heads is Heads.num_heads else 1,
+        num_heads=num_heads,
         num_layers=scale.num_layers if model.depth is Depth.num_layers else 1,
-        dropout=scale.dropout if model.dropout else 0.0,
-        attention=model.attention,
-        feed_forward=model.feed_forward,
-        activation=model.activation,
-        residual=model.residual,
-        projection=model.projection,
-        norm=model.norm,
-        norm_position=model.norm_position,
-        final_norm=model.final_norm,
-        positions=model.positions,
-        tie_embeddings=model.tie_embeddings,
-        linear=model.linear,
-        implementation=model.implementation,
-        cpu_kernels=model.cpu_kernels,
+        dropout_rate=scale.dropout if model.dropout else 0.0,
+        feed_forward_width=feed_forward_width(model, scale.embedding_dim),
     )
 
 
-def preset_switches(name: str) -> Dict[str, Any]:
-    """A model preset's switches as conf/ writes them (config.yaml's defaults, then conf/model/<name>.yaml)."""
-    preset = CONF_DIR / "model" / f"{name}.yaml"
-    if not preset.is_file():
-        return {}
-    merged = OmegaConf.merge(OmegaConf.load(CONF_DIR / "config.yaml").model, OmegaConf.load(preset))
-    return OmegaConf.to_container(merged)
+def _shown(value: Any) -> str:
+    return value.value if isinstance(value, Enum) else str(value).lower()
 
 
-def _off(value: Any) -> bool:
-    return value in (False, "none", "one", Norm.none, FeedForward.none, Heads.one, Depth.one)
-
-
-def _model_problem(m: ModelSwitches, scale: ScaleConfig, replicas: int) -> Optional[str]:
+def _model_problem(m, scale: ScaleConfig, replicas: int) -> Optional[str]:
     """The first switch combination that makes no sense, as one line, or None."""
+    off = Switches()
     if not m.attention:
-        for key in ("heads", "depth", "feed_forward", "residual", "projection", "norm", "final_norm", "dropout",
-                    "tie_embeddings"):
-            if not _off(getattr(m, key)):
-                value = getattr(m, key)
-                shown = value.value if isinstance(value, Enum) else str(value).lower()
-                return (
-                    f"model.{key}={shown} needs attention, and model.attention=false is the bigram table "
-                    f"(no embeddings, no layers); drop model.{key} or set model.attention=true"
-                )
-        if m.positions is Positions.rotary:
-            return "model.positions=rotary needs attention (model.attention=false); use model.positions=learned"
-        if m.linear is LinearKind.bitlinear:
-            return "model.linear=bitlinear needs attention layers to quantise (model.attention=false); use dense"
+        for f in fields(Switches):
+            value = getattr(m, f.name)
+            if f.name in ("attention", "implementation", "cpu_kernels") or value == getattr(off, f.name):
+                continue
+            return (
+                f"model.{f.name}={_shown(value)} needs attention, and model.attention=false is the bigram table "
+                f"(no embeddings, no layers); drop model.{f.name} or set model.attention=true"
+            )
         return None
     if m.feed_forward is FeedForward.none and m.activation is not Activation.relu:
         return f"model.activation={m.activation.value} has no feed-forward to act in (model.feed_forward=none)"
     if m.norm is Norm.none and m.norm_position is NormPosition.post:
         return "model.norm_position=post needs a norm (model.norm=none); set model.norm or drop norm_position"
+    heads = scale.num_heads if m.heads is Heads.num_heads else 1
+    if m.kv_heads is not None and not (0 < m.kv_heads <= heads and heads % m.kv_heads == 0):
+        return (
+            f"model.kv_heads={m.kv_heads} must divide the {heads} query heads (model.heads={m.heads.value}, "
+            f"scale.num_heads={scale.num_heads}); choose among the divisors of {heads}, or null for one per query head"
+        )
     if m.implementation is Implementation.naive:
-        for key, value in (("positions", Positions.rotary), ("linear", LinearKind.bitlinear)):
-            if getattr(m, key) is value:
+        naive_cannot = [("positions", m.positions is Positions.rotary, "rotary"),
+                        ("linear", m.linear is not LinearKind.dense, _shown(m.linear)),
+                        ("qk_norm", m.qk_norm, "true"),
+                        ("kv_heads", m.kv_heads not in (None, heads), str(m.kv_heads))]
+        for key, chosen, shown in naive_cannot:
+            if chosen:
                 return (
-                    f"model.{key}={value.value} cannot be expressed by model.implementation=naive (the seed's "
-                    f"per-head code); use model.implementation=sdpa"
+                    f"model.{key}={shown} cannot be expressed by model.implementation=naive (the original "
+                    f"DrakeGPT's per-head code); use model.implementation=sdpa"
                 )
         if replicas > 1:
             return f"train.replicas={replicas} needs model.implementation=sdpa (naive runs one model at a time)"
-    heads = scale.num_heads if m.heads is Heads.num_heads else 1
     if m.positions is Positions.rotary and (scale.embedding_dim // heads) % 2:
         return (
             f"model.positions=rotary needs an even head size, and scale.embedding_dim={scale.embedding_dim} / "
             f"{heads} heads is odd; change scale.num_heads or scale.embedding_dim"
         )
+    for key, value, low in (("feed_forward_ratio", m.feed_forward_ratio, 0), ("feed_forward_multiple",
+                            m.feed_forward_multiple, 0), ("rotary_base", m.rotary_base, 1)):
+        if not value > low:
+            return f"model.{key}={value} must be above {low}"
     return None
 
 
-def _non_finite(node: Any, prefix: str = "") -> Optional[str]:
-    """The first key under `node` (plain data) whose number is NaN or infinite."""
+INT64 = 2**63  # torch's integers, and its random generators' seeds, are 64-bit
+
+
+def _bad_number(node: Any, prefix: str = "") -> Optional[str]:
+    """The first key under `node` (plain data) whose number is NaN, infinite, or an integer beyond 64 bits."""
     if isinstance(node, dict):
         items = node.items()
     elif isinstance(node, (list, tuple)):
@@ -319,31 +339,40 @@ def _non_finite(node: Any, prefix: str = "") -> Optional[str]:
     else:
         if isinstance(node, float) and not math.isfinite(node):
             return prefix
+        if isinstance(node, int) and not isinstance(node, bool) and not -INT64 <= node < INT64:
+            return prefix
         return None
     for key, value in items:
-        found = _non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        found = _bad_number(value, f"{prefix}.{key}" if prefix else str(key))
         if found:
             return found
     return None
 
 
 MAX_REPLICAS = 1024
+MAX_NAME_BYTES = 64  # model.name and scale.name end up in folder and file names, with a date and a seed
 
 
 def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
     """Raise UsageError naming the first bad value and its fix. `plain`: the same config as resolved plain data."""
     scale, train, opt = cfg.scale, cfg.train, cfg.optimizer
     if plain is not None:
-        bad = _non_finite(plain)
+        bad = _bad_number(plain)
         if bad:
             value = OmegaConf.select(OmegaConf.create(plain), bad)
-            raise UsageError(f"{bad}={value} is not a finite number; set {bad} to a real value")
+            kind = "an integer beyond 64 bits" if isinstance(value, int) else "not a finite number"
+            raise UsageError(f"{bad}={value} is {kind}; set {bad} to a real value")
+    if not 0 <= cfg.seed <= INT64 - 1 - MAX_REPLICAS - 1:
+        raise UsageError(f"seed={cfg.seed} must be between 0 and 2^63 - {MAX_REPLICAS + 2} (seeds are 64-bit, and each "
+                         f"replica and evaluation stream takes the next ones); e.g. seed=1337")
     positive = {
+        "train.log_interval": train.log_interval,
         "scale.context_length": scale.context_length,
         "scale.batch_size": scale.batch_size,
         "scale.embedding_dim": scale.embedding_dim,
         "scale.num_heads": scale.num_heads,
         "scale.num_layers": scale.num_layers,
+        "scale.cycle_iters": scale.cycle_iters,
         "train.iters": train.iters,
         "train.eval_interval": train.eval_interval,
         "train.eval_iters": train.eval_iters,
@@ -355,10 +384,10 @@ def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
         if value <= 0:
             raise UsageError(f"{key}={value} must be positive; set {key} to a value above 0")
     for key, name in (("model.name", cfg.model.name), ("scale.name", scale.name)):
-        if not is_file_name(name):
+        if not is_file_name(name) or len(name.encode()) > MAX_NAME_BYTES:
             raise UsageError(
-                f"{key}={name!r} is not a name: it names the run's folder and its published weights; use letters, "
-                f"digits, '-' or '_'"
+                f"{key}={name!r} is not a name of at most {MAX_NAME_BYTES} bytes: it names the run's folder and its "
+                f"published weights; use letters, digits, '-' or '_'"
             )
     if train.replicas > MAX_REPLICAS:
         raise UsageError(
@@ -383,6 +412,10 @@ def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
             raise UsageError(f"{key}={value} is not one of auto, true, false")
     if train.patience < 0:
         raise UsageError(f"train.patience={train.patience} must be >= 0 (0 turns early stopping off)")
+    project = cfg.logger.project
+    if project is not None and (not project or len(project) > 128 or set(project) & set("/\\#?%:")):
+        raise UsageError(f"logger.project={project!r} is not a W&B project name (at most 128 characters, none of "
+                         f"/ \\ # ? % :); e.g. logger.project=DrakeGPT")
     if cfg.logger.init_timeout_s <= 0:
         raise UsageError(f"logger.init_timeout_s={cfg.logger.init_timeout_s} must be positive, e.g. 30")
     if train.sample_length < 0:
@@ -392,8 +425,12 @@ def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
             f"train.threads={train.threads} must be between 1 and this machine's {os.cpu_count()} CPUs, "
             f"or null for torch's default"
         )
-    if not 0 < cfg.data.train_fraction < 1:
-        raise UsageError(f"data.train_fraction={cfg.data.train_fraction} must be in (0, 1), e.g. 0.9")
+    data = cfg.data
+    if not (0 < data.train_fraction < 1 and 0 <= data.test_fraction < 1 - data.train_fraction):
+        raise UsageError(
+            f"data.train_fraction={data.train_fraction} and data.test_fraction={data.test_fraction} must leave a "
+            f"validation split: 0 < train_fraction, 0 <= test_fraction, train_fraction + test_fraction < 1"
+        )
     problem = _model_problem(cfg.model, scale, train.replicas)
     if problem:
         raise UsageError(problem)

@@ -1,7 +1,7 @@
-"""conf/ composed with Hydra's compose API: every option of every group, types at compose time, validation."""
+"""drakegpt/schema.py: conf/ composed with Hydra's compose API, every option of every group, types at compose time,
+the switches declared once, and validation."""
 
 import copy
-import math
 import re
 import shlex
 import subprocess
@@ -10,10 +10,10 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from conftest import ROOT, compose_config, typed_config
-from drakegpt.config import MODEL_LADDER, Depth, Heads, RunConfig, Task, model_config, validate
+from helpers.runs import ROOT, compose_config, typed_config
 from drakegpt.errors import UsageError
-from drakegpt.models.config import FeedForward, Norm
+from drakegpt.models.config import Depth, FeedForward, Heads, Norm, Switches
+from drakegpt.schema import RunConfig, Task, group_options, ladder, model_config, validate
 
 SCALES = {
     "default": dict(context_length=8, batch_size=32, embedding_dim=32, num_heads=4, num_layers=3, dropout=0.1,
@@ -21,6 +21,8 @@ SCALES = {
     "large": dict(context_length=256, batch_size=64, embedding_dim=384, num_heads=6, num_layers=6, dropout=0.2,
                   base_lr=3e-4, max_lr=6e-4),
 }
+ORIGINAL_MODELS = ["BigramLM", "SingleHeadAttentionLM", "MultiHeadAttentionLM", "BlocksLM", "ResidualBlocksLM",
+                   "TransformerLM"]
 GROUPS = sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name != "hydra")
 
 
@@ -31,11 +33,7 @@ def base() -> RunConfig:
     return cfg
 
 
-def options(group: str):
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
-
-
-@pytest.mark.parametrize("choice", [f"{g}={o}" for g in GROUPS for o in options(g)])
+@pytest.mark.parametrize("choice", [f"{g}={o}" for g in GROUPS for o in group_options(g)])
 def test_every_option_of_every_group_composes_and_validates(choice):
     cfg, resolved = typed_config(choice)
     validate(cfg, resolved)
@@ -44,7 +42,7 @@ def test_every_option_of_every_group_composes_and_validates(choice):
 def test_the_groups_are_the_ones_the_readme_lists():
     assert GROUPS == ["data", "debug", "experiment", "hparams_search", "logger", "model", "optimizer", "remedy",
                       "scale", "variant"]
-    assert options("model") == sorted(MODEL_LADDER)
+    assert ladder() == [*ORIGINAL_MODELS, "BitNetLM"]  # the original's order, found from the ideas each preset has
 
 
 def test_defaults(base):
@@ -52,11 +50,12 @@ def test_defaults(base):
     assert base.model.name == "TransformerLM" and base.scale.name == "default"
     assert base.optimizer.name == "adamw_cyclic" and base.data.source.value == "sample"
     assert (base.train.iters, base.train.eval_interval, base.train.eval_iters) == (10000, 500, 200)
+    assert base.train.eval.value == "exact" and base.data.test_fraction == 0.0 and base.train.publish
     assert base.train.replicas == 1 and base.train.compile == "auto"
 
 
 @pytest.mark.parametrize("scale", ["default", "large"])
-@pytest.mark.parametrize("model", MODEL_LADDER)
+@pytest.mark.parametrize("model", ladder())
 def test_every_model_and_scale(model, scale):
     cfg, _ = typed_config(f"model={model}", f"scale={scale}")
     assert cfg.model.name == model and cfg.scale.name == scale
@@ -70,25 +69,26 @@ def test_every_model_and_scale(model, scale):
 
 def test_presets_are_lists_of_ideas_each_adding_to_the_one_before():
     ideas = {}
-    for name in MODEL_LADDER[:6]:
+    off = {k: getattr(Switches(), k) for k in vars(Switches())}
+    for name in ORIGINAL_MODELS:
         _, resolved = typed_config(f"model={name}")
         ideas[name] = {k for k, v in resolved["model"].items()
-                       if k != "name" and v not in (False, "none", "one", "pre", "relu", "learned", "dense", "sdpa")
-                       and k != "cpu_kernels"}
+                       if k != "name" and v != getattr(off[k], "value", off[k])}
     assert ideas["BigramLM"] == set()
     assert ideas["SingleHeadAttentionLM"] == {"attention"}
-    ladder = list(ideas.values())
-    assert all(a < b for a, b in zip(ladder[1:], ladder[2:]))  # strictly more ideas at each step
+    steps = list(ideas.values())
+    assert all(a < b for a, b in zip(steps, steps[1:]))  # strictly more ideas at each step
     assert ideas["TransformerLM"] - ideas["ResidualBlocksLM"] == {"norm", "final_norm", "dropout"}
 
 
 def test_switches_map_to_the_model_config():
     cfg, _ = typed_config("model=TransformerLM", "scale=large")
     c = model_config(cfg.model, cfg.scale, vocab_size=80)
-    assert (c.num_heads, c.num_layers, c.dropout, c.embedding_dim, c.context_length) == (6, 6, 0.2, 384, 256)
+    assert (c.num_heads, c.num_layers, c.dropout_rate, c.embedding_dim, c.context_length) == (6, 6, 0.2, 384, 256)
+    assert (c.kv_heads, c.feed_forward_width) == (6, 4 * 384)
     cfg, _ = typed_config("model=TransformerLM", "model.heads=one", "model.depth=one", "model.dropout=false")
     c = model_config(cfg.model, cfg.scale, vocab_size=80)
-    assert (c.num_heads, c.num_layers, c.dropout) == (1, 1, 0.0)
+    assert (c.num_heads, c.num_layers, c.dropout_rate, c.kv_heads) == (1, 1, 0.0, 1)
     assert cfg.model.heads is Heads.one and cfg.model.depth is Depth.one
 
 
@@ -99,6 +99,22 @@ def test_variants_change_only_what_they_name(base):
     assert cfg.model.feed_forward is FeedForward.linear
     others = {k: v for k, v in vars(cfg.model).items() if k != "feed_forward"}
     assert others == {k: v for k, v in vars(base.model).items() if k != "feed_forward"}
+    assert vars(cfg.preset) == vars(base.model)  # the preset record is the preset's file, untouched
+
+
+def test_swiglu_matches_the_mlp_in_parameters_as_llama_rounds_8c_over_3():
+    cfg, _ = typed_config("variant=swiglu")
+    c = model_config(cfg.model, cfg.scale, vocab_size=80)
+    assert c.feed_forward_width == 88  # int(8 * 32 / 3) = 85, up to a multiple of 8
+    cfg, _ = typed_config("variant=swiglu", "scale=large")
+    assert model_config(cfg.model, cfg.scale, vocab_size=80).feed_forward_width == 1024  # 8 * 384 / 3 exactly
+
+
+def test_bitnet_variants_train_at_bitnets_higher_learning_rate(base):
+    for variant in ("bitlinear", "binary"):
+        cfg, _ = typed_config(f"variant={variant}")
+        assert cfg.optimizer.base_lr == pytest.approx(4 * base.optimizer.base_lr)
+        assert cfg.optimizer.schedule["max_lr"] == pytest.approx(4 * base.optimizer.max_lr)
 
 
 def test_scale_and_learning_rate_overrides():
@@ -120,6 +136,8 @@ def test_scale_and_learning_rate_overrides():
         ("scale.foo=1", "scale.foo"),
         ("optimizer=adam", "optimizer"),
         ("variant=no_attention", "variant"),
+        ("model.kv_heads=two", "model.kv_heads"),
+        ("train.eval=sometimes", "train.eval"),
     ],
 )
 def test_wrong_types_fail_at_compose_time(override, key):
@@ -184,13 +202,13 @@ def test_non_positive_values(base, key, value):
 
 
 @pytest.mark.parametrize("key", ["model.name", "scale.name"])
-@pytest.mark.parametrize("name", ["../../evil", "/tmp/x", "a/b", "..", ""])
+@pytest.mark.parametrize("name", ["../../evil", "/tmp/x", "a/b", "..", "", "x" * 65])
 def test_preset_names_name_folders_and_are_never_paths(base, key, name):
     _rejects(_set(base, key, name), f"{key}={name!r} is not a name")
 
 
 def test_a_job_folder_is_one_name_of_at_most_200_bytes():
-    from drakegpt.config import job_folder
+    from drakegpt.schema import job_folder
 
     assert job_folder("data.artist=../../x,model=BigramLM") == "data.artist=..%2F..%2Fx,model=BigramLM"
     long_a, long_b = "logger.tags=[" + "é" * 150 + "a]", "logger.tags=[" + "é" * 150 + "b]"
@@ -199,7 +217,7 @@ def test_a_job_folder_is_one_name_of_at_most_200_bytes():
 
 
 def test_replicas_above_the_cap_are_refused_before_any_folder_is_planned(base):
-    from drakegpt.config import MAX_REPLICAS
+    from drakegpt.schema import MAX_REPLICAS
 
     _rejects(_set(base, "train.replicas", 100000), "train.replicas=100000", f"above {MAX_REPLICAS}", "seed=")
     validate(_set(base, "train.replicas", MAX_REPLICAS))
@@ -211,6 +229,18 @@ def test_every_number_must_be_finite(override):
     cfg, resolved = typed_config(override)
     key = override.split("=")[0]
     _rejects(cfg, key, "not a finite number", plain=resolved)
+
+
+@pytest.mark.parametrize("override", ["seed=18446744073709551616", "train.iters=99999999999999999999",
+                                      "optimizer.schedule.step_size_up=-9223372036854775809"])
+def test_integers_beyond_64_bits_are_refused(override):
+    cfg, resolved = typed_config(override)
+    _rejects(cfg, override.split("=")[0], "beyond 64 bits", plain=resolved)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63 - 1])
+def test_a_seed_leaves_room_for_its_replicas_and_evaluation_stream(base, seed):
+    _rejects(_set(base, "seed", seed), f"seed={seed}")
 
 
 def test_eval_interval_longer_than_the_run_is_fine(base):
@@ -244,7 +274,6 @@ def test_other_bad_values(base, key, value):
 def test_temperatures_of_any_size_are_valid(base):
     for value in (0.0, 1e-300, 5e-324, 1e30):
         validate(_set(base, "generate.temperature", value))
-    assert math.isfinite(5e-324)
 
 
 # ---------------------------------------------------------------------------------------- experiments
@@ -254,6 +283,7 @@ def test_experiment_overfitting():
     cfg = compose_config("experiment=overfitting", hydra_config=True)
     assert cfg.model.name == "TransformerLM" and cfg.scale.name == "large"
     assert dict(cfg.hydra.sweeper.params) == {"remedy": "none,early_stopping,lr_decay,more_dropout,all"}
+    assert cfg.hydra.mode.name == "MULTIRUN"  # a sweep by itself: no -m needed
     remedies = {name: typed_config("experiment=overfitting", f"remedy={name}")[0]
                 for name in ("none", "early_stopping", "lr_decay", "more_dropout", "all")}
 
@@ -267,16 +297,21 @@ def test_experiment_overfitting():
     assert setting(remedies["all"]) == (4, "adamw_cosine", 0.35)
 
 
-@pytest.mark.parametrize("experiment, variants", [
-    ("ablation", "baseline,no_norm,no_dropout,no_residual,no_projection,no_mlp,one_head,no_final_norm"),
-    ("additions", "baseline,rmsnorm,gelu,rotary,tied_embeddings,bitlinear"),
-])
-def test_ablation_experiments_sweep_variants_over_three_seeds(experiment, variants):
+@pytest.mark.parametrize("experiment", ["ablation", "additions"])
+def test_ablation_experiments_sweep_every_variant_of_their_kind_over_three_seeds(experiment):
+    """A new variant file joins its experiment by its name alone: no_* removes an idea, anything else adds one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     cfg = compose_config(f"experiment={experiment}", hydra_config=True)
-    assert cfg.model.name == "TransformerLM"
-    assert dict(cfg.hydra.sweeper.params) == {"variant": variants}
+    assert cfg.model.name == "TransformerLM" and cfg.hydra.mode.name == "MULTIRUN"
     assert (cfg.seed, cfg.train.replicas) == (1, 3)  # three seeds, trained together
-    for variant in variants.split(","):
+    swept = OverridesParser.create().parse_override(f"variant={cfg.hydra.sweeper.params.variant}").value()
+    variants = swept.filter(group_options("variant"))
+    removals = [v for v in group_options("variant") if v.startswith("no_")]
+    expected = ["baseline", *removals] if experiment == "ablation" else [
+        v for v in group_options("variant") if v not in removals]
+    assert sorted(variants) == sorted(expected) and "baseline" in variants
+    for variant in variants:
         typed, resolved = typed_config(f"experiment={experiment}", f"variant={variant}")
         validate(typed, resolved)
 
@@ -285,6 +320,7 @@ def test_hparams_search_transformer_optuna():
     cfg = compose_config("hparams_search=transformer_optuna", hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert "OptunaSweeper" in sweeper._target_ and sweeper.direction == "minimize" and sweeper.n_trials == 20
+    assert cfg.hydra.mode.name == "MULTIRUN"
     assert cfg.optimized_metric == "best_val_loss"
     assert dict(sweeper.params) == {
         "optimizer.base_lr": "interval(1e-4, 1e-3)",

@@ -1,0 +1,188 @@
+"""A run's replicas (train.replicas=K: seeds seed .. seed+K-1 in one model) and whether, and how, it continues.
+
+Each replica has its own folder (`seed=<s>/` inside the run folder; a single run is the folder itself),
+resolved config, generators and checkpoints. `plan_replicas` refuses, in one line, a folder that holds
+another run or a different config; `restore` puts every replica back where its checkpoint left it, whatever
+mix of running, finished, stopped-early and diverged replicas a stopped group holds.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Set
+
+import torch
+from omegaconf import OmegaConf
+
+from drakegpt import checkpoints
+from drakegpt.checkpoints import RunCheckpoint
+from drakegpt.errors import UsageError
+from drakegpt.evaluation import Windows
+from drakegpt.identity import config_diff, fingerprint
+from drakegpt.run_dir import RunDir
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    evaluated_step: int = -1
+    best_val_loss: float = math.inf
+    best_step: int = -1
+    evals_since_best: int = 0
+    train_tokens: int = 0
+    train_time_s: float = 0.0
+    elapsed_s: float = 0.0
+    saved_step: int = -1  # the step of checkpoints/last.pt
+    last_row: Dict[str, float] = field(default_factory=dict)  # the latest evaluation, as in metrics.csv
+    history: List[Dict[str, float]] = field(default_factory=list)  # every evaluation: metrics.csv is rebuilt from it
+    state: str = "training"  # training | stopped_early | diverged | finished
+
+
+@dataclass
+class Replica:
+    """One seed of the run: its folder, resolved config and random streams, and where it stands."""
+
+    seed: int
+    files: RunDir
+    config: Dict[str, Any]  # the resolved config with this replica's seed
+    checkpoint: Optional[RunCheckpoint]  # to resume from
+    run_id: str = ""
+    batches: Optional[torch.Generator] = None
+    windows: Dict[str, Windows] = field(default_factory=dict)  # its evaluation windows, per split
+    progress: Progress = field(default_factory=Progress)
+    tracker: Any = None
+    summary: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.progress.state == "training"
+
+
+def plan_replicas(cfg, resolved: Dict[str, Any], run_dir: Path, resume: bool) -> List[Replica]:
+    """Each replica's folder and config, with its checkpoint when the run continues. Refuses, in one line,
+    a folder that holds another run, a different config, or a run that cannot be continued as asked."""
+    K = cfg.train.replicas
+    seeds = [cfg.seed + r for r in range(K)]
+    held, wanted = runs_held(run_dir), {"."} if K == 1 else {f"seed={s}" for s in seeds}
+    if held and held != wanted:  # one folder, one run: a group of replicas is one run, and so is a single run
+        raise UsageError(
+            f"{run_dir} holds {_describe(held)}, and seed={cfg.seed} train.replicas={K} asks for "
+            f"{_describe(wanted)}; continue it with the seed and train.replicas it started with (and "
+            f"train.resume=true), or choose another hydra.run.dir"
+        )
+    replicas = []
+    for seed in seeds:
+        config = OmegaConf.to_container(OmegaConf.merge(resolved, {"seed": seed}))
+        files = RunDir(run_dir if K == 1 else run_dir / f"seed={seed}")
+        replicas.append(Replica(seed, files, config, _checkpoint_to_resume(files, config, resume)))
+    if any(r.checkpoint for r in replicas) and not all(r.checkpoint for r in replicas):
+        missing = ", ".join(r.files.root.name for r in replicas if not r.checkpoint)
+        raise UsageError(
+            f"{run_dir} holds a group of replicas with {missing} missing (deleted or never saved): the group cannot "
+            f"continue without every replica; restore the folder, or choose another hydra.run.dir to start over"
+        )
+    return replicas
+
+
+def runs_held(run_dir: Path) -> Set[str]:
+    """Where this folder holds runs: "." for a single run, seed=<s> for each replica of a group."""
+    folders = [run_dir, *sorted(run_dir.glob("seed=*"))]
+    return {str(f.relative_to(run_dir)) for f in folders if f.is_dir() and RunDir(f).holds_run()}
+
+
+def _describe(folders: Set[str]) -> str:
+    seeds = sorted(folders - {"."}, key=lambda f: int(f[5:]) if f[5:].lstrip("-").isdigit() else 0)
+    parts = (["a single run"] if "." in folders else []) + ([f"replicas {', '.join(seeds)}"] if seeds else [])
+    return " and ".join(parts)
+
+
+def _checkpoint_to_resume(files: RunDir, config: Dict[str, Any], resume: bool) -> Optional[RunCheckpoint]:
+    if not files.holds_run():
+        return None
+    if not resume:
+        raise UsageError(
+            f"{files.root} already holds a run; add train.resume=true to continue it, or choose another hydra.run.dir"
+        )
+    if not files.last.is_file():
+        if files.best.is_file():
+            raise UsageError(
+                f"{files.last} is missing but {files.best.name} is there: to continue from the best weights, "
+                f"cp {files.best} {files.last} and resume again; to start over, choose another hydra.run.dir"
+            )
+        if files.evaluations_recorded():  # every evaluation saved a checkpoint: they were there
+            raise UsageError(
+                f"{files.last} is missing, but the run saved checkpoints there (its metrics.csv records evaluations): "
+                f"restore {files.checkpoints} to continue, or choose another hydra.run.dir to start over"
+            )
+        return None  # the earlier attempt failed before its first checkpoint: start again
+    state = checkpoints.load(files.last, RunCheckpoint)
+    if fingerprint(state.run_config) != fingerprint(config):
+        raise UsageError(
+            f"{files.root} holds a run with a different config ({config_diff(state.run_config, config)}); resume "
+            f"with the same overrides, or choose another hydra.run.dir"
+        )
+    return state
+
+
+def check_resumable(replicas: List[Replica], data_digest: str) -> Replica:
+    """The replica whose checkpoint leads the group (a running one: its step, schedule and dropout stream are the
+    group's). Refuses other training text, and running replicas whose checkpoints a stop cut at different steps."""
+    for replica in replicas:
+        if replica.checkpoint.data_digest != data_digest:
+            raise UsageError(
+                f"the training text changed since {replica.files.last} was written (same file name or "
+                f"characters, other content); resume with the same data, or choose another hydra.run.dir"
+            )
+    running = [r for r in replicas if r.checkpoint.progress.get("state", "training") == "training"]
+    steps = {r.files.root.name: r.checkpoint.progress["step"] for r in running}
+    if len(set(steps.values())) > 1:
+        raise UsageError(f"the running replicas' checkpoints are at different steps ({steps}): a kill cut their "
+                         f"save; choose another hydra.run.dir to start over")
+    return (running or replicas)[0]
+
+
+def restore_progress(replica: Replica) -> None:
+    state = replica.checkpoint
+    replica.batches.set_state(state.batches_rng)
+    replica.windows = {split: Windows(*pair) for split, pair in state.eval_windows.items()}
+    replica.progress = Progress(**state.progress)
+    replica.run_id = state.run_id
+    replica.checkpoint = None  # restored: its copy of the weights need not stay in memory
+
+
+def progress_dict(progress: Progress) -> Dict[str, Any]:
+    return asdict(progress)
+
+
+def slice_optimizer_state(state: Dict[str, Any], index: int, replicas: int) -> Dict[str, Any]:
+    """One replica's optimizer state: every per-parameter tensor with a leading replica dimension, sliced."""
+    def pick(value):
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == replicas:
+            return value[index].clone() if replicas > 1 else value[index]
+        return value
+
+    return {
+        "state": {k: {name: pick(v) for name, v in s.items()} for k, s in state["state"].items()},
+        "param_groups": state["param_groups"],
+    }
+
+
+def stack_optimizer_states(states: List[Dict[str, Any]], lead: int) -> Dict[str, Any]:
+    """The inverse of slice_optimizer_state over every replica; what all replicas share (a step count) is taken
+    from replica `lead`."""
+    def stack(values):
+        first = values[lead]
+        return torch.stack(values) if isinstance(first, torch.Tensor) and first.dim() > 0 else first
+
+    merged = {}
+    for key in states[lead]["state"]:
+        merged[key] = {name: stack([s["state"][key][name] for s in states]) for name in states[lead]["state"][key]}
+    return {"state": merged, "param_groups": states[lead]["param_groups"]}
+
+
+def finished_summaries(replicas: List[Replica]) -> Optional[List[Dict[str, Any]]]:
+    """The summaries of a run whose every replica already finished, or None."""
+    summaries = [r.files.read_summary() for r in replicas]
+    if summaries and all(s.get("status") == "ok" for s in summaries):
+        return summaries
+    return None

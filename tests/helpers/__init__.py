@@ -1,0 +1,1 @@
+"""Fixtures' building blocks, runners and readers shared by the test files (lightning-hydra-template's layout)."""

@@ -1,0 +1,85 @@
+"""drakegpt/replicas.py: replicas are their single runs, each stops early on its own, and a stopped group always
+resumes, whatever mix of running, stopped-early and finished replicas it holds."""
+
+import shutil
+
+import pytest
+import torch
+
+from drakegpt.errors import UsageError
+from drakegpt.replicas import plan_replicas
+from helpers.runs import train_in_process, typed_config
+
+NO_DROPOUT = ["model=BlocksLM", "train.iters=30", "train.eval_interval=10", "logger=none", "train.precision=fp32",
+              "train.sample_length=0", "train.threads=1"]
+
+
+def history(folder):
+    return torch.load(folder / "checkpoints" / "last.pt", weights_only=True)["progress"]["history"]
+
+
+def test_replicas_match_their_single_runs_in_every_evaluation_without_dropout(tmp_path):
+    group = train_in_process(tmp_path / "group", *NO_DROPOUT, "seed=7", "train.replicas=2")
+    for seed, replica in zip((7, 8), group):
+        single = train_in_process(tmp_path / f"single{seed}", *NO_DROPOUT, f"seed={seed}")[0]
+        assert replica["seed"] == seed and replica["params"] == single["params"]
+        for key in ("final_train_loss", "final_val_loss", "best_val_loss"):
+            assert replica[key] == pytest.approx(single[key], abs=1e-4), key
+        assert replica["best_step"] == single["best_step"]
+        rows = zip(history(tmp_path / "group" / "run" / f"seed={seed}"), history(tmp_path / f"single{seed}" / "run"))
+        for a, b in rows:  # batched and single matmuls round differently: 1e-4
+            assert a["step"] == b["step"]
+            assert (a["train_loss"], a["val_loss"]) == pytest.approx((b["train_loss"], b["val_loss"]), abs=1e-4)
+
+
+# A learning rate too small to move fp32 weights for seed 1's replica alone is not possible: the replicas share
+# the optimizer's settings. Patience 1 with a noisy tiny BigramLM stops replicas at different evaluations.
+EARLY = ["model=BigramLM", "train.iters=60", "train.eval_interval=5", "train.eval=random", "train.eval_iters=1",
+         "scale.batch_size=4", "train.patience=1", "logger=none", "train.sample_length=0", "train.threads=1",
+         "optimizer.base_lr=0.3", "optimizer.max_lr=0.3"]
+
+
+def test_each_replica_stops_early_on_its_own(tmp_path):
+    group = train_in_process(tmp_path / "group", *EARLY, "seed=1", "train.replicas=3")
+    steps = [s["steps"] for s in group]
+    assert len(set(steps)) > 1, steps  # not all at the first replica's stop
+    for seed, replica in zip((1, 2, 3), group):
+        single = train_in_process(tmp_path / f"single{seed}", *EARLY, f"seed={seed}")[0]
+        assert (replica["steps"], replica["best_step"]) == (single["steps"], single["best_step"])
+        assert replica["stopped_early"] == single["stopped_early"]
+
+
+def test_a_stopped_group_with_replicas_stopped_early_resumes_to_the_straight_losses(tmp_path):
+    """Cut the group after the first replica stopped early and before the others finish, as a kill would."""
+    straight = train_in_process(tmp_path / "straight", *EARLY, "seed=1", "train.replicas=3")
+    first_stop = min(s["steps"] for s in straight)
+    assert first_stop < max(s["steps"] for s in straight)
+    cut = tmp_path / "cut"
+    train_in_process(cut, *EARLY, "seed=1", "train.replicas=3", f"train.iters={first_stop + 5}")
+    for seed in (1, 2, 3):  # as the cut run left them: asked for 60 iterations, no summary written yet
+        folder = cut / "run" / f"seed={seed}"
+        state = torch.load(folder / "checkpoints" / "last.pt", weights_only=True)
+        state["run_config"]["train"]["iters"] = 60
+        torch.save(state, folder / "checkpoints" / "last.pt")
+        (folder / "summary.json").unlink()
+    resumed = train_in_process(cut, *EARLY, "seed=1", "train.replicas=3", resume=True)
+    for a, b in zip(straight, resumed):
+        for key in ("steps", "best_step", "best_val_loss", "final_val_loss", "stopped_early"):
+            assert a[key] == b[key], (a["seed"], key)
+
+
+def test_a_resume_after_checkpoints_were_deleted_is_refused_not_restarted(tmp_path):
+    train_in_process(tmp_path, *NO_DROPOUT)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    with pytest.raises(UsageError, match="the run saved checkpoints there"):
+        train_in_process(tmp_path, *NO_DROPOUT, resume=True)
+
+
+def test_a_group_with_a_replica_folder_deleted_names_the_missing_replica(tmp_path):
+    train_in_process(tmp_path, *NO_DROPOUT, "seed=1", "train.replicas=2")
+    shutil.rmtree(tmp_path / "run" / "seed=2")
+    cfg, resolved = typed_config(*NO_DROPOUT, "seed=1", "train.replicas=2")
+    with pytest.raises(UsageError) as refused:
+        plan_replicas(cfg, resolved, tmp_path / "run", resume=True)
+    assert "a single run" not in str(refused.value)
+    assert "holds replicas seed=1" in str(refused.value) or "seed=2 missing" in str(refused.value)
