@@ -97,7 +97,7 @@ def _decode(raw: bytes, path: Path) -> str:
 
 
 def read_lyrics_csv(path: Path, artist: Optional[str], column: str) -> str:
-    """The lyrics of every row (of one artist, if asked), joined with newlines like the seed."""
+    """The lyrics of every row (of one artist, if asked), joined with newlines like the original."""
     import pandas as pd
 
     path = Path(path)

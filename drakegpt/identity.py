@@ -13,6 +13,7 @@ person reads in a W&B run name, a report row and a registry entry, as `key=value
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -24,6 +25,18 @@ from drakegpt.schema import RUN_INDEPENDENT_KEYS
 
 # Groups shown by a column (model, scale), by the switch diff (variant) or not at all (presets of presets).
 GROUPS_NOT_IN_VARIANT = ("model", "scale", "variant", "logger", "debug", "experiment", "hparams_search")
+
+
+@dataclass
+class RunIdentity:
+    """What the task knows of the run beyond its config: its variant, Hydra's choices, the W&B group."""
+
+    variant_parts: List[str] = field(default_factory=list)
+    name_parts: List[str] = field(default_factory=list)  # what differs between the jobs of a sweep
+    choices: Dict[str, Optional[str]] = field(default_factory=dict)
+    overrides: List[str] = field(default_factory=list)
+    group: Optional[str] = None
+    jobs_left: int = 0  # in the sweep, after this one
 
 
 def fingerprint(config: Dict[str, Any]) -> Dict[str, Any]:

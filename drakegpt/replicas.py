@@ -150,8 +150,21 @@ def restore_progress(replica: Replica) -> None:
     replica.checkpoint = None  # restored: its copy of the weights need not stay in memory
 
 
-def progress_dict(progress: Progress) -> Dict[str, Any]:
-    return asdict(progress)
+def replica_checkpoint(training, replica: Replica, index: int, replicas: int, vocab: str,
+                       data_digest: str) -> RunCheckpoint:
+    """Everything replica `index` of the run needs to continue exactly, as one checkpoint."""
+    state = training.model.replica_state(index)
+    device = training.device
+    return RunCheckpoint(
+        model_class=type(training.model).__name__, model_config=training.config.to_dict(), vocab=vocab,
+        model_state=state, weights_sha256=checkpoints.weights_digest(state),
+        optimizer_state=slice_optimizer_state(training.optimizer.state_dict(), index, replicas),
+        schedule_state=training.schedule.state_dict(), batches_rng=replica.batches.get_state(),
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        eval_windows={s: (w.starts, w.first_counted) for s, w in replica.windows.items()},
+        progress=asdict(replica.progress), run_id=replica.run_id, data_digest=data_digest, run_config=replica.config,
+    )
 
 
 def slice_optimizer_state(state: Dict[str, Any], index: int, replicas: int) -> Dict[str, Any]:

@@ -22,14 +22,14 @@ from drakegpt.callbacks import sweep_group, sweep_info
 from drakegpt.errors import UsageError
 from drakegpt.files import write_json, writable_folder
 from drakegpt.generate import generate_task
-from drakegpt.identity import choice_diff, switch_diff, variant_parts
+from drakegpt.identity import RunIdentity, choice_diff, switch_diff, variant_parts
 from drakegpt.overrides import as_dict, sweep_keys
 from drakegpt.replicas import finished_summaries, plan_replicas
 from drakegpt.run_dir import RunDir
 from drakegpt.schema import RunConfig, Task, validate
 from drakegpt.signals import Interrupted
 from drakegpt.sweep_stop import STOP_FILE, mark_on_signal, mark_stopped, sweep_stopped
-from drakegpt.train import RunIdentity, Trainer
+from drakegpt.train import Trainer
 
 log = logging.getLogger(__name__)
 

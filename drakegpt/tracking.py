@@ -106,6 +106,27 @@ class Clock:
 PROJECT_AFTER_S = 5.0  # the projected time of a run is said once its iterations have run this long
 
 
+def summary_record(replica, run: Dict[str, Any], status: str, extra: Dict[str, Any]) -> Dict[str, Any]:
+    """summary.json: what the run is (`run`, and the replica's seed, switches, preset and shape), where its
+    losses stand, and how it ended."""
+    p, config, last = replica.progress, replica.config, replica.progress.last_row
+    best = p.best_val_loss if math.isfinite(p.best_val_loss) else None
+    return {
+        **{k: run[k] for k in ("model", "scale", "variant")}, "seed": replica.seed,
+        **{k: run[k] for k in ("params", "vocab_size")}, "steps": p.step, "eval": run["eval"],
+        "final_train_loss": last.get("train_loss"), "final_val_loss": last.get("val_loss"),
+        "final_val_bpc": last.get("val_bpc"), "best_val_loss": best,
+        "best_val_bpc": None if best is None else best / math.log(2), "best_step": p.best_step,
+        "saved_step": p.saved_step, "tokens_per_s": p.train_tokens / p.train_time_s if p.train_time_s else None,
+        "wall_s": p.elapsed_s, **{k: run[k] for k in ("device", "threads", "precision", "compiled", "replicas")},
+        "run_id": replica.run_id, **{k: run[k] for k in ("digest", "overrides", "choices")},
+        "switches": config["model"], "preset": config.get("preset", {}),
+        "shape": {k: config["scale"][k] for k in ("context_length", "batch_size", "embedding_dim", "num_heads",
+                                                   "num_layers")},
+        "status": status, **extra,
+    }
+
+
 def projection(iters_left: int, step_s: float, eval_interval: int, eval_s: float, jobs_left: int) -> str:
     """'projected: about 11 h 20 min more for this run (...)' and, in a sweep, the same for the jobs after it."""
     evals_left = -(-iters_left // eval_interval) if iters_left > 0 else 0

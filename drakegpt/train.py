@@ -12,7 +12,6 @@ import math
 import secrets
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -27,29 +26,16 @@ from drakegpt.data import build_corpus, gather, random_starts
 from drakegpt.errors import UsageError
 from drakegpt.evaluation import EvaluationStopped, Windows, bits, evaluate, evaluation_windows
 from drakegpt.files import is_write_fault, os_reason
-from drakegpt.identity import digest
+from drakegpt.identity import RunIdentity, digest
 from drakegpt.models.language_model import count_parameters
-from drakegpt.replicas import (Replica, check_resumable, progress_dict, restore_progress, slice_optimizer_state,
-                               stack_optimizer_states)
+from drakegpt.replicas import Replica, check_resumable, replica_checkpoint, restore_progress, stack_optimizer_states
 from drakegpt.runtime import check_memory, check_sampling_memory, resolve_device, set_threads
 from drakegpt.sampling import sample_text
-from drakegpt.schema import RunConfig
+from drakegpt.schema import RunConfig, model_config
 from drakegpt.signals import Interrupted, StopSignals
-from drakegpt.tracking import Clock, RunInfo, Tracker, projection
+from drakegpt.tracking import Clock, RunInfo, Tracker, projection, summary_record
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunIdentity:
-    """What the task knows of the run beyond its config: its variant, Hydra's choices, the W&B group."""
-
-    variant_parts: List[str] = field(default_factory=list)
-    name_parts: List[str] = field(default_factory=list)  # what differs between the jobs of a sweep
-    choices: Dict[str, Optional[str]] = field(default_factory=dict)
-    overrides: List[str] = field(default_factory=list)
-    group: Optional[str] = None
-    jobs_left: int = 0  # in the sweep, after this one
 
 
 class Trainer:
@@ -64,11 +50,12 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.corpus = build_corpus(cfg.data, cfg.scale.context_length)
         self.data_digest = self.corpus.digest()
+        planned = model_config(cfg.model, cfg.scale, len(self.corpus.vocab))  # checked before anything is allocated
+        check_memory(cfg, planned, self.device)
+        check_sampling_memory(planned, 1, cfg.train.sample_length, self.device,  # the sample at the end
+                              f"train.sample_length={cfg.train.sample_length}")
         self.training = training = build_training(cfg, len(self.corpus.vocab), [r.seed for r in replicas], self.device)
         self.model, self.model_config = training.model, training.config
-        check_memory(cfg, self.model_config, self.device)
-        check_sampling_memory(self.model_config, 1, cfg.train.sample_length, self.device,  # the sample at the end
-                              f"train.sample_length={cfg.train.sample_length}")
         self.resolved = {"device": self.device.type, "precision": training.precision.value,
                          "compile": str(training.compiled)}
         self.data = {split: tokens.to(self.device) for split, tokens in self.corpus.splits.items()}
@@ -277,27 +264,14 @@ class Trainer:
                 f"train.resume=true hydra.run.dir=... to continue"
             ) from None
 
-    def _checkpoint(self, replica: Replica, index: int) -> RunCheckpoint:
-        state = self.model.replica_state(index)
-        return RunCheckpoint(
-            model_class=type(self.model).__name__, model_config=self.model_config.to_dict(),
-            vocab=self.corpus.vocab.chars, model_state=state, weights_sha256=checkpoints.weights_digest(state),
-            optimizer_state=slice_optimizer_state(self.training.optimizer.state_dict(), index, len(self.replicas)),
-            schedule_state=self.training.schedule.state_dict(), batches_rng=replica.batches.get_state(),
-            torch_rng=torch.get_rng_state(),
-            cuda_rng=torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            eval_windows={s: (w.starts, w.first_counted) for s, w in replica.windows.items()},
-            progress=progress_dict(replica.progress), run_id=replica.run_id, data_digest=self.data_digest,
-            run_config=replica.config,
-        )
-
     def _save(self, replicas: List[Replica], best: bool) -> None:
         if not replicas:
             return
         if not best:
             for replica in replicas:
                 replica.progress.saved_step = self.step
-        items = [(self._checkpoint(r, self.replicas.index(r)), r.files.best if best else r.files.last)
+        items = [(replica_checkpoint(self.training, r, self.replicas.index(r), len(self.replicas),
+                                     self.corpus.vocab.chars, self.data_digest), r.files.best if best else r.files.last)
                  for r in replicas]
         self._write(checkpoints.save_all, items, replicas[0])
 
@@ -365,28 +339,16 @@ class Trainer:
                 self._finish(replica, status, **extra)
 
     def _finish(self, replica: Replica, status: str, **extra: Any) -> Dict[str, Any]:
-        p, cfg = replica.progress, self.cfg
-        last = p.last_row
-        summary = {
-            "model": cfg.model.name, "scale": cfg.scale.name, "variant": self.variant, "seed": replica.seed,
-            "params": self.params, "vocab_size": len(self.corpus.vocab), "steps": p.step, "eval": cfg.train.eval.value,
-            "final_train_loss": last.get("train_loss"), "final_val_loss": last.get("val_loss"),
-            "final_val_bpc": last.get("val_bpc"),
-            "best_val_loss": p.best_val_loss if math.isfinite(p.best_val_loss) else None,
-            "best_val_bpc": bits(p.best_val_loss) if math.isfinite(p.best_val_loss) else None,
-            "best_step": p.best_step, "saved_step": p.saved_step,
-            "tokens_per_s": p.train_tokens / p.train_time_s if p.train_time_s else None,
-            "wall_s": p.elapsed_s, "device": str(self.device), "threads": torch.get_num_threads(),
-            "precision": self.training.precision.value, "compiled": self.training.compiled,
-            "replicas": len(self.replicas), "run_id": replica.run_id, "digest": digest(replica.config, self.resolved),
-            "overrides": self.identity.overrides, "choices": self.identity.choices, "switches": replica.config["model"],
-            "preset": replica.config.get("preset", {}), "shape": {k: replica.config["scale"][k] for k in (
-                "context_length", "batch_size", "embedding_dim", "num_heads", "num_layers")},
-            "status": status, **extra,
-        }
-        replica.summary = summary
+        cfg = self.cfg
+        run = {"model": cfg.model.name, "scale": cfg.scale.name, "variant": self.variant, "params": self.params,
+               "vocab_size": len(self.corpus.vocab), "eval": cfg.train.eval.value, "device": str(self.device),
+               "threads": torch.get_num_threads(), "precision": self.training.precision.value,
+               "compiled": self.training.compiled, "replicas": len(self.replicas),
+               "digest": digest(replica.config, self.resolved), "overrides": self.identity.overrides,
+               "choices": self.identity.choices}
+        replica.summary = summary_record(replica, run, status, extra)
         try:
-            replica.tracker.finish(summary)
+            replica.tracker.finish(replica.summary)
         except OSError as e:  # a full or read-only folder: the summary cannot be written, the line says why
             log.error("could not write %s: %s", replica.files.summary, os_reason(e))
-        return summary
+        return replica.summary

@@ -50,7 +50,7 @@ def test_bench_writes_every_row_column_and_section(tmp_path):
         ("BigramLM", ref, 1), ("BigramLM", fast, 1), ("BigramLM", two, 2),
         ("TransformerLM", ref, 1), ("TransformerLM", fast, 1), ("TransformerLM", bench.NO_DROPOUT.name, 1),
         ("TransformerLM", two, 2),
-        ("BitNetLM", fast, 1), ("BitNetLM", two, 2),  # no seed's way: naive attention cannot be BitLinear
+        ("BitNetLM", fast, 1), ("BitNetLM", two, 2),  # no original's way: naive attention cannot be BitLinear
     ]
     for r in report["rows"]:
         assert r["scale"] == "default" and r["precision"] in ("fp32", "bf16")
@@ -92,7 +92,7 @@ def test_bench_writes_every_row_column_and_section(tmp_path):
     table = [line for line in md.splitlines() if line.startswith("| ") and line.count("|") == header.count("|")]
     assert len(table) == 1 + len(report["rows"])
     assert "| TransformerLM | default | reference (seed) | fp32 | 1 |" in md and "| 1.00x |" in md
-    assert "| default sweep (2 models): the seed's way vs fast |" in md
+    assert "| default sweep (2 models): the original's way vs fast |" in md
     assert "| ablation experiment, projected (8 variants × 3 seeds; timed: baseline, no_mlp)" in md
     assert "| CPU, default preset: TransformerLM, 4 replicas >= 2.5x one run |  | not measured |" in md
 
@@ -117,7 +117,7 @@ def test_ways_are_built_as_named(corpus):
     assert any(isinstance(m, NaiveCausalSelfAttention) for m in reference.model.modules())
     assert not reference.optimizer.defaults["fused"] and not reference.optimizer.defaults["foreach"]
     assert reference.precision.value == "fp32" and not reference.model.config.cpu_kernels
-    x, y = reference.batch()  # the seed's batches: B slices of the text, as one replica
+    x, y = reference.batch()  # the original's batches: B slices of the text, as one replica
     assert x.shape == (1, reference.B, reference.T) and torch.equal(x[..., 1:], y[..., :-1])
 
     fast = setup(corpus, "TransformerLM", bench.FAST)
@@ -165,7 +165,7 @@ def test_ways_are_built_as_named(corpus):
 
 
 def test_cpu_sdpa_flops_are_counted(corpus, monkeypatch):
-    # Without dropout CPU SDPA runs a fused kernel that torch does not count. Counted, it is the seed's matmuls
+    # Without dropout CPU SDPA runs a fused kernel that torch does not count. Counted, it is the original's matmuls
     # plus the attention scores that the fused backward computes again.
     flops = [setup(corpus, "MultiHeadAttentionLM", way).flops_per_step() for way in (bench.REFERENCE, bench.NANOGPT)]
     s = setup(corpus, "MultiHeadAttentionLM", bench.NANOGPT)

@@ -123,7 +123,7 @@ def test_large_presets_give_the_losses_recorded_before_the_switches(case, tmp_pa
 
 
 def check_reference(case: str, tmp_path):
-    """Same parameters in the same creation order as the seed's classes: a fixed seed gives the same losses."""
+    """Same parameters in the same creation order as the original's classes: a fixed seed gives the same losses."""
     expected = REFERENCE["cases"][case]
     # Recorded with the original's evaluation: train.eval=random keeps it available for exactly this.
     overrides = [*REFERENCE["common"], "train.eval=random", *expected["overrides"], "logger=none",

@@ -75,7 +75,7 @@ def test_muon_takes_the_matrices_and_adamw_the_rest():
     from drakegpt.models.language_model import LanguageModel
     from drakegpt.schema import model_config
 
-    cfg, _ = typed_config("optimizer=muon")
+    cfg, _ = typed_config("optimizer=muon", "optimizer.algorithm.muon_lr_factor=3")
     model = LanguageModel(model_config(cfg.model, cfg.scale, 20), replicas=2)
     optimizer = optim.build_optimizer(optim.parameter_groups(model), cfg.optimizer)
     schedule = optim.build_schedule(optimizer, cfg.optimizer)
@@ -84,7 +84,8 @@ def test_muon_takes_the_matrices_and_adamw_the_rest():
     assert names and all(n.startswith("blocks.") and n.endswith(".weight") and "norm" not in n for n in names)
     assert not {id(p) for p in optimizer.adamw.param_groups[0]["params"]} & matrices
     muon_lr, adamw_lr = optimizer.muon.param_groups[0]["lr"], optimizer.adamw.param_groups[0]["lr"]
-    assert muon_lr == pytest.approx(10 * adamw_lr) and schedule.get_last_lr() == [adamw_lr, muon_lr]
+    factor = cfg.optimizer.algorithm["muon_lr_factor"]
+    assert muon_lr == pytest.approx(factor * adamw_lr) and schedule.get_last_lr() == [adamw_lr, muon_lr]
     ids = torch.randint(20, (2, 3, 9))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model(ids[..., :-1], ids[..., 1:])[1].sum().backward()

@@ -110,11 +110,12 @@ def test_swiglu_matches_the_mlp_in_parameters_as_llama_rounds_8c_over_3():
     assert model_config(cfg.model, cfg.scale, vocab_size=80).feed_forward_width == 1024  # 8 * 384 / 3 exactly
 
 
-def test_bitnet_variants_train_at_bitnets_higher_learning_rate(base):
+def test_bitnet_variants_train_with_bitnets_recipe_a_higher_peak_then_a_cool_down(base):
     for variant in ("bitlinear", "binary"):
         cfg, _ = typed_config(f"variant={variant}")
-        assert cfg.optimizer.base_lr == pytest.approx(4 * base.optimizer.base_lr)
-        assert cfg.optimizer.schedule["max_lr"] == pytest.approx(4 * base.optimizer.max_lr)
+        assert cfg.optimizer.name == "adamw_cosine"
+        assert cfg.optimizer.schedule["max_lr"] == pytest.approx(2 * base.optimizer.max_lr)
+        assert cfg.optimizer.schedule["base_lr"] == pytest.approx(0.04 * base.optimizer.max_lr)
 
 
 def test_scale_and_learning_rate_overrides():

@@ -302,7 +302,7 @@ def test_a_requeued_job_continues_its_wandb_run_with_each_evaluation_once(preemp
     # SIGTERM ends wandb-core too (SLURM signals every process of the job): the first attempt's file may hold
     # nothing, but whatever it holds is this run's, and no evaluation is missing from or doubled in the run.
     assert {r.id for r in runs} <= {run_id, ""} and runs[-1].id == run_id, [(r.folder.name, r.id) for r in runs]
-    logged = sorted(row["step"] for run in runs for row in run.history if "val_loss" in row)
+    logged = sorted(row["step"] for run in runs for row in run.history if "val/loss" in row)
     assert logged == list(range(0, ITERS + 1, EVERY)), (
         "W&B rows per attempt (a SIGTERM that ended wandb-core loses the rows it had not written):",
         [[row.get("step") for row in r.history] for r in runs])

@@ -38,9 +38,9 @@ def typed_config(*overrides: str) -> Tuple[RunConfig, Dict[str, Any]]:
 
 def train_in_process(folder: Path, *overrides: str, resume: bool = False) -> List[Dict[str, Any]]:
     """Train with the real Trainer in this process (no Hydra run): each replica's summary."""
-    from drakegpt.identity import variant_parts
+    from drakegpt.identity import RunIdentity, variant_parts
     from drakegpt.replicas import plan_replicas
-    from drakegpt.train import RunIdentity, Trainer
+    from drakegpt.train import Trainer
 
     own_registry = any(o.startswith("paths.registry_dir=") for o in overrides)
     cfg, resolved = typed_config(*([] if own_registry else [f"paths.registry_dir={folder / 'registry'}"]), *overrides)
