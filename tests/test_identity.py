@@ -42,3 +42,14 @@ def test_a_variant_that_changes_another_group_names_that_group():
     _, muon = typed_config("variant=muon")
     choices = {**DEFAULTS, "variant": "muon", "optimizer": "muon"}
     assert switch_diff(muon) == [] and choice_diff(choices, DEFAULTS) == ["optimizer=muon"]
+
+
+def test_config_diff_names_each_changed_key_and_counts_the_rest():
+    from drakegpt.identity import config_diff
+
+    _, a = typed_config()
+    _, b = typed_config("model.norm=none", "optimizer.max_lr=0.01", "scale.dropout=0.2", "seed=4",
+                        "train.threads=1")  # threads: not part of the run
+    # model.norm, optimizer.max_lr, optimizer.schedule.max_lr (it follows max_lr), scale.dropout, seed; sorted
+    assert config_diff(a, b, limit=2) == "model.norm: layernorm -> none; optimizer.max_lr: 0.005 -> 0.01; and 3 more"
+    assert config_diff(a, a) == ""

@@ -465,11 +465,13 @@ def test_packed_weights_are_at_most_an_eighth_of_the_fp32_ones():
 # ------------------------------------------------------------------------------------------------ replicas
 
 
-@pytest.mark.parametrize("name", ["BlocksLM", "TransformerLM"])
+@pytest.mark.parametrize("name", ["model=BlocksLM", "model=TransformerLM", "model.kv_heads=2", "model.qk_norm=true",
+                                  "model.feed_forward=glu", "model.linear=binary", "model.activation=relu2",
+                                  "model.tie_embeddings=true"])
 def test_replicas_compute_what_their_single_runs_compute(name):
     seeds = [3, 4, 5]
-    singles = [build(f"model={name}", "model.dropout=false", seed=s) for s in seeds]
-    group = build(f"model={name}", "model.dropout=false", replicas=3)
+    singles = [build(name, "model.dropout=false", seed=s) for s in seeds]
+    group = build(name, "model.dropout=false", replicas=3)
     group.load_replica_states([m.replica_state(0) for m in singles])
     ids = torch.randint(VOCAB, (3, 4, 9), generator=torch.Generator().manual_seed(0))
     single_losses = [m(ids[r:r + 1, :, :-1], ids[r:r + 1, :, 1:])[1] for r, m in enumerate(singles)]

@@ -102,3 +102,22 @@ def test_muon_is_refused_where_there_are_no_matrices():
     cfg, _ = typed_config("optimizer=muon")
     with pytest.raises(UsageError, match="no attention or feed-forward matrices"):
         optim.build_optimizer([{"params": [torch.nn.Parameter(torch.zeros(1, 4, 4))]}], cfg.optimizer)
+
+
+def test_muon_steps_each_replica_as_its_single_run():
+    from drakegpt.build import build_replicas
+    from drakegpt.schema import model_config
+
+    cfg, _ = typed_config("optimizer=muon", "model.dropout=false")
+    config = model_config(cfg.model, cfg.scale, 20)
+    group = build_replicas(config, [1, 2], torch.device("cpu"))
+    singles = [build_replicas(config, [seed], torch.device("cpu")) for seed in (1, 2)]
+    ids = torch.randint(20, (2, 3, 9), generator=torch.Generator().manual_seed(0))
+    models = [(group, ids)] + [(single, ids[r:r + 1]) for r, single in enumerate(singles)]
+    for model, x in models:
+        optimizer = optim.build_optimizer(optim.parameter_groups(model), cfg.optimizer)
+        model(x[..., :-1], x[..., 1:])[1].sum().backward()
+        optimizer.step()
+    for r, single in enumerate(singles):
+        for (name, p), q in zip(group.named_parameters(), single.parameters()):
+            torch.testing.assert_close(p[r], q[0], rtol=1e-4, atol=1e-5, msg=name)

@@ -2,10 +2,7 @@
 
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,11 +44,11 @@ def test_whatever_changes_the_numbers_is_another_entry_and_nothing_else_is(tmp_p
     assert Path(replicas[0]["published"]) not in published.values()  # seed 1 of a group is another run
 
 
-def entry(tmp_path: Path, name: str, published_at: str, seed: int = 1, **record) -> registry.Entry:
+def entry(tmp_path: Path, name: str, published_at: str, seed: int = 1, variant: str = "", **record) -> registry.Entry:
     """A registry entry written by hand: its .json and a .safetensors placeholder."""
     folder = tmp_path / "TransformerLM_default"
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"format": 3, "record": {"model": "TransformerLM", "scale": "default", "variant": "", "seed": seed,
+    data = {"format": 3, "record": {"model": "TransformerLM", "scale": "default", "variant": variant, "seed": seed,
                                     "step": 10, "val_loss": 2.0, "published_at": published_at,
                                     "switches": {"name": "TransformerLM", "norm": "layernorm"}, "choices": {},
                                     **record},
@@ -79,6 +76,41 @@ def test_the_most_recent_entry_of_the_model_is_chosen_and_the_seed_is_preferred(
     assert choose().weights == new.weights  # another model (its switches differ) is never taken
     assert registry.choose(tmp_path, "TransformerLM", "default", {**SWITCHES, "norm": "none"}, {}, {},
                            None).weights == other.weights
+
+
+def test_only_the_asked_model_and_preset_are_taken_however_alike_their_switches(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    mine = entry(tmp_path, "seed1-a", "2026-01-01T00:00:00")
+    for model, scale in (("BitNetLM", "default"), ("TransformerLM", "large")):  # newer, the same switches
+        folder = tmp_path / f"{model}_{scale}"
+        folder.mkdir()
+        data = json.loads((tmp_path / "TransformerLM_default" / "seed1-a.json").read_text())
+        data["record"].update(model=model, scale=scale, published_at="2026-06-01T00:00:00")
+        (folder / "seed1-a.json").write_text(json.dumps(data))
+        (folder / "seed1-a.safetensors").write_bytes(b"")
+    chosen = registry.choose(tmp_path, "TransformerLM", "default", SWITCHES, {}, {}, None)
+    assert chosen.weights == mine.weights and "the only match" in caplog.text
+
+
+def test_switches_that_only_say_how_a_model_is_computed_do_not_tell_models_apart(tmp_path):
+    entry(tmp_path, "seed1-a", "2026-01-01T00:00:00",
+          switches={**SWITCHES, "name": "Other", "implementation": "naive", "cpu_kernels": False})
+    assert registry.choose(tmp_path, "TransformerLM", "default", SWITCHES, {}, {}, None)
+    with pytest.raises(UsageError):  # a switch the entry does not have is a difference, not a wildcard
+        registry.choose(tmp_path, "TransformerLM", "default", {**SWITCHES, "qk_norm": True}, {}, {}, None)
+
+
+def test_the_cli_filters_each_narrow_what_it_lists(tmp_path):
+    entry(tmp_path, "seed1-a", "2026-01-01T00:00:00", variant="norm=none")
+    entry(tmp_path, "seed2-b", "2026-02-01T00:00:00", seed=2)
+    names = lambda **f: sorted(e.weights.stem for e in registry.matching(  # noqa: E731
+        tmp_path, f.get("model"), f.get("scale"), f.get("seed"), f.get("variant"), f.get("before")))
+    assert names() == ["seed1-a", "seed2-b"]
+    assert names(seed=2) == ["seed2-b"] and names(variant="norm=none") == ["seed1-a"] and names(variant="") == [
+        "seed2-b"]
+    assert names(model="BlocksLM") == [] and names(scale="large") == [] and names(model="TransformerLM",
+                                                                                    scale="default") == names()
+    assert names(before="2026-02-01T00:00:00") == ["seed1-a"]  # strictly before
 
 
 def test_overrides_given_at_generate_time_narrow_the_choice(tmp_path):
@@ -126,22 +158,20 @@ def test_a_damaged_registry_entry_is_skipped_whatever_is_wrong_in_it(tmp_path, c
     assert all(f"{name}.json" in caplog.text for name in damaged)
 
 
-def registry_cli(*args: str, cwd: Path):
-    return subprocess.run([sys.executable, "-m", "drakegpt.registry", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
-def test_list_and_remove_by_a_filter_touch_nothing_else(tmp_path):
+def test_list_and_remove_by_a_filter_touch_nothing_else(tmp_path, capsys):
     folder = tmp_path / "registry"
     entry(folder, "seed1-a", "2026-01-01T00:00:00")
     entry(folder, "seed2-b", "2026-02-01T00:00:00", seed=2)
     (folder / "TransformerLM_default" / "notes.txt").write_text("mine")
-    listed = registry_cli("list", cwd=tmp_path)
-    assert listed.returncode == 0 and "2 published" in listed.stdout and "seed=2" in listed.stdout
-    assert registry_cli("remove", cwd=tmp_path).returncode == 2  # no filter: nothing removed
-    removed = registry_cli("remove", "--before", "2026-01-15", cwd=tmp_path)
-    assert removed.returncode == 0 and "removed TransformerLM scale=default seed=1" in removed.stdout
+    cli = ["--dir", str(folder)]
+    assert registry.main(["list", *cli]) == 0
+    listed = capsys.readouterr().out
+    assert "2 published" in listed and "seed=2" in listed and "2026-02-01 00:00:00" in listed
+    assert registry.main(["remove", *cli]) == 2  # no filter: nothing removed
+    assert "at least one filter" in capsys.readouterr().err
+    assert registry.main(["remove", "--before", "2026-01-15", *cli]) == 0
+    assert "removed TransformerLM scale=default seed=1" in capsys.readouterr().out
     assert sorted(p.name for p in (folder / "TransformerLM_default").iterdir()) == [
         "notes.txt", "seed2-b.json", "seed2-b.safetensors"]
-    registry_cli("remove", "--all", cwd=tmp_path)
+    assert registry.main(["remove", "--all", *cli]) == 0
     assert (folder / "TransformerLM_default" / "notes.txt").read_text() == "mine"  # never touches other files

@@ -62,10 +62,13 @@ def test_a_stopped_group_with_replicas_stopped_early_resumes_to_the_straight_los
         state["run_config"]["train"]["iters"] = 60
         torch.save(state, folder / "checkpoints" / "last.pt")
         (folder / "summary.json").unlink()
+    run_ids = [torch.load(cut / "run" / f"seed={s}" / "checkpoints" / "last.pt", weights_only=True)["run_id"]
+               for s in (1, 2, 3)]
     resumed = train_in_process(cut, *EARLY, "seed=1", "train.replicas=3", resume=True)
     for a, b in zip(straight, resumed):
         for key in ("steps", "best_step", "best_val_loss", "final_val_loss", "stopped_early"):
             assert a[key] == b[key], (a["seed"], key)
+    assert [r["run_id"] for r in resumed] == run_ids  # each replica continues its own W&B run
 
 
 def test_a_resume_after_checkpoints_were_deleted_is_refused_not_restarted(tmp_path):
@@ -83,3 +86,40 @@ def test_a_group_with_a_replica_folder_deleted_names_the_missing_replica(tmp_pat
         plan_replicas(cfg, resolved, tmp_path / "run", resume=True)
     assert "a single run" not in str(refused.value)
     assert "holds replicas seed=1" in str(refused.value) or "seed=2 missing" in str(refused.value)
+
+
+def fake_group(*states, steps=(100, 100, 100), digest="d"):
+    """Replicas as a stopped group leaves them: each with a checkpoint's state, step and data digest."""
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(files=SimpleNamespace(root=SimpleNamespace(name=f"seed={i}"), last=f"seed={i}/last.pt"),
+                            checkpoint=SimpleNamespace(data_digest=digest, progress={"state": state, "step": step}))
+            for i, (state, step) in enumerate(zip(states, steps))]
+
+
+def test_the_group_is_led_by_a_running_replica_whatever_stopped_before_it():
+    from drakegpt.replicas import check_resumable
+
+    group = fake_group("stopped_early", "training", "finished", steps=(40, 100, 100))
+    assert check_resumable(group, "d") is group[1]
+    group = fake_group("stopped_early", "finished", steps=(40, 100))
+    assert check_resumable(group, "d") is group[0]  # nothing runs: any one leads
+    with pytest.raises(UsageError, match="the running replicas' checkpoints are at different steps"):
+        check_resumable(fake_group("training", "training", steps=(100, 90)), "d")
+    with pytest.raises(UsageError, match="the training text changed since seed=0/last.pt was written"):
+        check_resumable(fake_group("training", digest="e"), "d")
+
+
+def test_finished_summaries_only_when_every_replica_finished_ok(tmp_path):
+    import json
+
+    from drakegpt.replicas import finished_summaries
+
+    cfg, resolved = typed_config(*NO_DROPOUT, "seed=1", "train.replicas=2")
+    for seed, status in ((1, "ok"), (2, "interrupted")):
+        (tmp_path / f"seed={seed}").mkdir()
+        (tmp_path / f"seed={seed}" / "summary.json").write_text(json.dumps({"status": status}))
+    replicas = plan_replicas(cfg, resolved, tmp_path, resume=True)
+    assert finished_summaries(replicas) is None
+    (tmp_path / "seed=2" / "summary.json").write_text(json.dumps({"status": "ok"}))
+    assert [s["status"] for s in finished_summaries(replicas)] == ["ok", "ok"]

@@ -113,3 +113,16 @@ def test_describe():
     nan = math.nan
     assert describe(Difference(0.012, nan, nan, nan, "", 2, nan, "too few seeds")) == "+0.012"
     assert describe(Difference(nan, nan, nan, nan, "", 1, nan, "too few seeds")) == "n/a"
+
+
+def test_two_shared_seeds_are_enough_to_pair_and_two_a_side_for_welch():
+    paired = compare({1: 2.0, 2: 2.1}, {1: 1.9, 2: 2.05})
+    assert paired.method == "paired" and paired.n == 2 and paired.dof == 1
+    welch = compare({1: 2.0, 2: 2.1}, {3: 1.9, 4: 2.05})
+    assert welch.method == "welch" and welch.n == 4
+    assert compare({1: 2.0, 2: 2.1}, {3: 1.9}).verdict == "too few seeds"
+
+
+def test_welch_with_two_constant_sides_has_a_zero_width_interval_and_the_pooled_dof():
+    d = compare({1: 2.0, 2: 2.0, 3: 2.0}, {4: 1.0, 5: 1.0})
+    assert (d.low, d.high, d.dof, d.verdict) == (1.0, 1.0, 3, "worse")
