@@ -22,4 +22,7 @@ if __name__ == "__main__":
     typo = unknown_key(sys.argv[1:], RunConfig)  # before Hydra, whose hint for a typo is to add it with '+'
     if typo:
         sys.exit(print(f"error: {typo}", file=sys.stderr) or 2)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before the task's own handling began (Hydra starting, torch importing)
+        sys.exit(print("stopped before training started; nothing to resume", file=sys.stderr) or 130)

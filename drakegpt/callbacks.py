@@ -41,6 +41,12 @@ def _refuse(message: str) -> None:
 class OutputFolder(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config.hydra.run.dir, "hydra.run.dir")
+        folder = Path(config.hydra.run.dir)
+        for name, is_kind, kind in ((".hydra", Path.is_dir, "a folder"), ("run.log", Path.is_file, "a file")):
+            path = folder / name  # Hydra writes these before any task code: they are checked here
+            if path.is_symlink() or (path.exists() and not is_kind(path)):
+                what = "a symbolic link" if path.is_symlink() else f"not {kind}"
+                _refuse(f"{path} is {what}, where Hydra writes {kind}; move it, or choose another hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")

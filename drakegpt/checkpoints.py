@@ -122,7 +122,8 @@ def load(path: Path, *expected: Type[T]) -> T:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UsageError(
-            f"{path} is not a DrakeGPT checkpoint ({type(e).__name__}); point at a file written by run.py"
+            f"{path} is not a DrakeGPT checkpoint, or a damaged one ({type(e).__name__}); point at a file written by "
+            f"run.py (a run keeps checkpoints/best.pt beside last.pt)"
         ) from None
     if isinstance(raw, dict) and "kind" in raw:
         _check_format(path, raw.get("format", 1))
@@ -250,6 +251,8 @@ def build_model(model_class: str, config: ModelConfig, replicas: int = 1) -> nn.
 def load_model(path: Path, device: torch.device) -> Tuple[nn.Module, CharVocab, Pretrained]:
     """A model ready to sample from any weights file run.py writes: published, packed, last or best."""
     path = Path(path).expanduser()
+    if path.suffix in (".pt", WEIGHTS_SUFFIX, CONFIG_SUFFIX) or path.exists():
+        regular_file(path, "the weights file")  # what was named, before the files it implies
     if path.suffix == ".pt":
         record = load(path, PackedModel, RunCheckpoint)
     else:

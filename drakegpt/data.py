@@ -103,7 +103,7 @@ def read_lyrics_csv(path: Path, artist: Optional[str], column: str) -> str:
     path = Path(path)
     text = _decode(path.read_bytes(), path)
     try:
-        frame = pd.read_csv(io.StringIO(text))
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)  # cells as written: "0042", "NA"
     except pd.errors.EmptyDataError:
         raise UsageError(f"{path} is empty; point data.path at a lyrics CSV with a {column} column") from None
     except pd.errors.ParserError as e:
@@ -118,14 +118,14 @@ def read_lyrics_csv(path: Path, artist: Optional[str], column: str) -> str:
     if artist is not None:
         if "Artist" not in frame.columns:
             raise UsageError(f"{path} has no 'Artist' column to filter by; drop data.artist")
-        names = frame["Artist"].astype(str).where(frame["Artist"].notna())  # "123" matches a column of numbers
+        names = frame["Artist"]
         frame = frame[names == str(artist)]
         if frame.empty:
-            present = sorted(set(names.dropna()))
+            present = sorted(set(names) - {""})
             shown = ", ".join(present[:MAX_LISTED]) + (f" and {len(present) - MAX_LISTED} more" if len(present) >
                                                        MAX_LISTED else "")
             raise UsageError(f"no rows with Artist={artist!r} in {path}; artists present: {shown}")
-    lyrics = frame[column].dropna().astype(str)
+    lyrics = frame[column][frame[column] != ""]
     if lyrics.empty:
         raise UsageError(f"{path} has no rows with lyrics in column {column!r}; choose a file with songs in it")
     return "\n".join(lyrics)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from drakegpt import registry
 from drakegpt.checkpoints import load_model
 from drakegpt.errors import UsageError
-from drakegpt.files import writable_folder
+from drakegpt.files import os_reason, writable_folder
 from drakegpt.overrides import GROUPS, as_dict, is_under
 from drakegpt.run_dir import RunDir
 from drakegpt.runtime import check_sampling_memory, resolve_compile, resolve_device
@@ -55,9 +55,9 @@ def _in_run_folder(path: Path) -> Path:
     run = RunDir(path)
     if not run.holds_run():
         seeds = sorted(p.name for p in path.glob("seed=*") if RunDir(p).holds_run())
-        if seeds:
+        if seeds:  # a value with '=' must be quoted for Hydra: the hint is pasted as it is printed
             raise UsageError(f"{path} holds a group of replicas ({', '.join(seeds)}); pick one with "
-                             f"generate.checkpoint={path / seeds[0]}")
+                             f"'generate.checkpoint=\"{path / seeds[0]}\"'")
         raise UsageError(f"{path} holds no run (no summary.json, no checkpoints); point generate.checkpoint at a run "
                          f"folder or a weights file")
     summary = run.read_summary()
@@ -108,6 +108,9 @@ def generate_task(cfg: RunConfig, resolved: Dict[str, Any], overrides: Sequence[
             raise UsageError(f"{path} holds {trained[0]} at scale={trained[1]}, not {key}={named[key]}; "
                              f"drop {key}= or choose a matching checkpoint")
     unknown = vocab.unknown(gen.prompt)
+    if unknown and "generate.prompt" not in as_dict(overrides):  # the default prompt: a text without newlines
+        log.info("the vocabulary has no %r: sampling from its first character %r instead", gen.prompt, vocab.chars[0])
+        gen.prompt, unknown = vocab.chars[0], []
     if unknown:
         raise UsageError(
             f"generate.prompt has characters the model never saw: {' '.join(repr(c) for c in unknown)}; "
@@ -123,7 +126,11 @@ def generate_task(cfg: RunConfig, resolved: Dict[str, Any], overrides: Sequence[
     samples: List[str] = [vocab.decode(row.tolist()) for row in ids]
     text = (samples[0] if len(samples) == 1
             else "".join(f"=== sample {i + 1} ===\n{s}\n\n" for i, s in enumerate(samples)))
-    target = save_new(text, lambda: output_file(inference_dir, trained[0], trained[1], datetime.datetime.now()))
-    print(text)
+    print(text, flush=True)  # before saving: a folder lost meanwhile costs the file, not the text
+    try:
+        target = save_new(text, lambda: output_file(inference_dir, trained[0], trained[1], datetime.datetime.now()))
+    except OSError as e:
+        raise UsageError(f"could not save the text (printed above) into {inference_dir}: {os_reason(e)}; check "
+                         f"paths.inference_dir") from None
     log.info("%s characters from %s saved to %s", f"{gen.length * gen.num_samples:,}", path, target)
     return text

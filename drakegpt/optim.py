@@ -42,6 +42,14 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig) -> LR
 def check(cfg: OptimizerConfig) -> None:
     """Build both on stand-in parameters and step them a few times, as training will, so that a bad value, an
     optimizer that needs a closure or a schedule that needs a metric fails in one line before any real work."""
+    algorithm = cfg.algorithm or {}
+    if "lr" in algorithm and algorithm["lr"] not in (cfg.base_lr, cfg.max_lr):
+        raise UsageError(f"optimizer.algorithm.lr={algorithm['lr']} would be overwritten by the schedule; set "
+                         f"optimizer.base_lr and optimizer.max_lr instead")
+    betas = algorithm.get("betas")
+    if betas is not None and (not isinstance(betas, (list, tuple)) or len(betas) != 2):
+        raise UsageError(f"optimizer.algorithm.betas={list(betas) if isinstance(betas, (list, tuple)) else betas} "
+                         f"must be two numbers in [0, 1), e.g. [0.9,0.95]")
     for key, value in _numbers(cfg.schedule):
         if value < 0 or (value == 0 and _is_length(key)):
             raise UsageError(f"optimizer.schedule.{key}={value} must be {'positive' if _is_length(key) else '>= 0'}; "

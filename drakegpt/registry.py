@@ -52,9 +52,24 @@ class Entry:
 def publish(registry_dir, config: ModelConfig, vocab: str, state, record: Dict[str, Any],
             run_config: Dict[str, Any]) -> Path:
     """Write the weights and their config; returns the .safetensors file."""
-    stem = Path(registry_dir) / f"{record['model']}_{record['scale']}" / f"seed{record['seed']}-{record['digest']}"
+    stem = check_folder(registry_dir, record["model"], record["scale"]) / f"seed{record['seed']}-{record['digest']}"
+    for path in (stem.with_suffix(WEIGHTS_SUFFIX), stem.with_suffix(CONFIG_SUFFIX)):
+        _not_a_link(path, registry_dir)
     record = {**record, "published_at": datetime.datetime.now().isoformat(timespec="seconds")}
     return publish_files(stem, Pretrained("LanguageModel", config.to_dict(), vocab, state, record, run_config))
+
+
+def check_folder(registry_dir, model: str, scale: str) -> Path:
+    """The model's folder in the registry, refused (before training, too) where it is a link out of it."""
+    folder = Path(registry_dir) / f"{model}_{scale}"
+    _not_a_link(folder, registry_dir)
+    return folder
+
+
+def _not_a_link(path: Path, registry_dir) -> None:
+    if path.is_symlink():  # weights are published inside the registry, never through a link out of it
+        raise UsageError(f"{path} is a symbolic link: weights are published only inside {registry_dir}; remove the "
+                         f"link, or choose another paths.registry_dir")
 
 
 def _entry(meta: Path) -> Entry:
@@ -79,8 +94,8 @@ def entries(registry_dir, model: Optional[str] = None, scale: Optional[str] = No
     out with a warning, whatever is wrong in it: the others are still good."""
     found = []
     for meta in sorted(Path(registry_dir).glob(f"*_*/*{CONFIG_SUFFIX}")):
-        if not meta.with_suffix(WEIGHTS_SUFFIX).is_file():
-            continue
+        if not meta.with_suffix(WEIGHTS_SUFFIX).is_file() or meta.parent.is_symlink():
+            continue  # a folder linked in from elsewhere is not the registry's: never listed, never removed
         try:
             entry = _entry(meta)
         except (UsageError, ValueError, TypeError) as e:
@@ -162,6 +177,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--before", help="published before this date, e.g. 2026-12-01")
     parser.add_argument("--all", action="store_true", help="remove: every entry")
     args = parser.parse_args(argv)
+    if args.before is not None:
+        try:
+            args.before = datetime.datetime.fromisoformat(args.before).isoformat(timespec="seconds")
+        except ValueError:
+            print(f"error: --before {args.before} is not a date; write it as 2026-12-01 (or 2026-12-01T18:30)",
+                  file=sys.stderr)
+            return 2
     if not args.dir.is_dir():
         print(f"error: {args.dir} is not a folder; pass the registry folder with --dir", file=sys.stderr)
         return 2

@@ -63,6 +63,7 @@ def plan_replicas(cfg, resolved: Dict[str, Any], run_dir: Path, resume: bool) ->
     a folder that holds another run, a different config, or a run that cannot be continued as asked."""
     K = cfg.train.replicas
     seeds = [cfg.seed + r for r in range(K)]
+    RunDir(run_dir).check_outputs(fresh=not resume)
     held, wanted = runs_held(run_dir), {"."} if K == 1 else {f"seed={s}" for s in seeds}
     if held and held != wanted:  # one folder, one run: a group of replicas is one run, and so is a single run
         raise UsageError(
@@ -74,6 +75,8 @@ def plan_replicas(cfg, resolved: Dict[str, Any], run_dir: Path, resume: bool) ->
     for seed in seeds:
         config = OmegaConf.to_container(OmegaConf.merge(resolved, {"seed": seed}))
         files = RunDir(run_dir if K == 1 else run_dir / f"seed={seed}")
+        if K > 1:
+            files.check_outputs(fresh=not resume)
         replicas.append(Replica(seed, files, config, _checkpoint_to_resume(files, config, resume)))
     if any(r.checkpoint for r in replicas) and not all(r.checkpoint for r in replicas):
         missing = ", ".join(r.files.root.name for r in replicas if not r.checkpoint)
@@ -126,7 +129,11 @@ def _checkpoint_to_resume(files: RunDir, config: Dict[str, Any], resume: bool) -
 
 def check_resumable(replicas: List[Replica], data_digest: str) -> Replica:
     """The replica whose checkpoint leads the group (a running one: its step, schedule and dropout stream are the
-    group's). Refuses other training text, and running replicas whose checkpoints a stop cut at different steps."""
+    group's). Refuses other training text, and running replicas whose checkpoints a stop cut at different steps.
+    A replica that diverged stays so (its summary says it; its checkpoint is its last good step)."""
+    for replica in replicas:
+        if _summary_status(replica) == "diverged":
+            replica.checkpoint.progress["state"] = "diverged"
     for replica in replicas:
         if replica.checkpoint.data_digest != data_digest:
             raise UsageError(
@@ -141,12 +148,25 @@ def check_resumable(replicas: List[Replica], data_digest: str) -> Replica:
     return (running or replicas)[0]
 
 
-def restore_progress(replica: Replica) -> None:
+def _summary_status(replica: Replica) -> Optional[str]:
+    try:
+        return replica.files.read_summary().get("status")
+    except UsageError:
+        return None
+
+
+def restore_progress(replica: Replica, splits) -> None:
+    """The replica where its checkpoint left it; ValueError (or KeyError, TypeError) where the checkpoint is damaged."""
     state = replica.checkpoint
     replica.batches.set_state(state.batches_rng)
-    replica.windows = {split: Windows(*pair) for split, pair in state.eval_windows.items()}
+    replica.windows = {split: Windows(*state.eval_windows[split]) for split in splits}
     replica.progress = Progress(**state.progress)
+    counters = (replica.progress.step, replica.progress.evaluated_step, replica.progress.best_step)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in counters) or replica.progress.step < 0:
+        raise ValueError(f"its progress counts {counters}")
     replica.run_id = state.run_id
+    if replica.progress.state == "diverged":  # its summary stands: the group's result reports it again
+        replica.summary = replica.files.read_summary()
     replica.checkpoint = None  # restored: its copy of the weights need not stay in memory
 
 

@@ -51,6 +51,12 @@ def collect(sweep_dir: Path) -> Tuple[pd.DataFrame, pd.DataFrame]:
     variants = _variants([summary for _, _, summary in records])
     jobs, curves = [], []
     for (job, folder, summary), variant in zip(records, variants):
+        for key in ("model", "scale", "status", "error"):  # names are text: a damaged summary's 123 or null too
+            if summary.get(key) is not None and not isinstance(summary[key], str):
+                log.warning("%s/%s: %s=%r is not a name; read as %r", sweep_dir, job, key, summary[key],
+                            str(summary[key]))
+                summary = {**summary, key: str(summary[key])}
+        summary = {**summary, **{k: summary.get(k) or "?" for k in ("model", "scale")}}
         row = {**{c: summary.get(c) for c in COLUMNS}, "variant": variant, "job": job,
                "rank": _rank(summary), "scale_rank": _scale_rank(summary), "config": _config_key(summary)}
         metrics = _metrics(folder) if folder is not None else None

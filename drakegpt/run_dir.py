@@ -8,6 +8,8 @@ from typing import Any, Dict
 from drakegpt.errors import UsageError
 from drakegpt.files import read_json
 
+METRIC_COLUMNS = ["step", "train_loss", "val_loss", "train_bpc", "val_bpc", "lr", "tokens_per_s", "elapsed_s"]
+
 
 class RunDir:
     """Where one run keeps its files; every other module asks here."""
@@ -31,17 +33,39 @@ class RunDir:
                 self.lock_file)
 
     def check_outputs(self, fresh: bool) -> None:
-        """Refuse a folder where a write would follow a symbolic link out of it, or, for a new run, overwrite a
-        file the run did not write."""
-        for path in self.outputs:
+        """Refuse a folder where a write would follow a symbolic link out of it, land on something of another kind
+        (a folder where a file goes), or, for a run that is not continuing, overwrite a file the run did not
+        write."""
+        for path in (self.root, *self.outputs):
             if path.is_symlink():
                 raise UsageError(f"{path} is a symbolic link: a run writes only inside its folder; remove the link, "
                                  f"or choose another hydra.run.dir")
-        if fresh:
-            taken = [p.name for p in (self.sample,) if p.exists()]
-            if taken:
-                raise UsageError(f"{self.root} already holds {', '.join(taken)}, which a new run would overwrite; "
-                                 f"move them, or choose another hydra.run.dir")
+        for path in self.outputs:
+            wrong = path.exists() and (not path.is_dir() if path == self.checkpoints else not path.is_file())
+            if wrong:
+                kind = "a folder" if path == self.checkpoints else "a file"
+                raise UsageError(f"{path} is not {kind}, where the run writes one; move it, or choose another "
+                                 f"hydra.run.dir")
+        taken = [p.name for p in (self.sample,) if p.exists()] if fresh else []
+        taken += self.foreign_files()
+        if taken:
+            raise UsageError(f"{self.root} holds {', '.join(taken)}, which a run did not write and a run would "
+                             f"overwrite; move them, or choose another hydra.run.dir")
+
+    def foreign_files(self) -> list:
+        """metrics.csv or summary.json that no run wrote (another header, not a run's summary): a user's own."""
+        foreign = []
+        if self.metrics.is_file() and not self.last.is_file():
+            with open(self.metrics, "rb") as f:
+                if f.readline().decode(errors="replace").strip() != ",".join(METRIC_COLUMNS):
+                    foreign.append(self.metrics.name)
+        if self.summary.is_file() and not self.last.is_file():
+            try:
+                if "status" not in read_json(self.summary):
+                    foreign.append(self.summary.name)
+            except UsageError:
+                pass  # a damaged summary of a run: resume and the report say so
+        return foreign
 
     def holds_run(self) -> bool:
         return self.last.is_file() or self.best.is_file() or self.summary.is_file() or self.evaluations_recorded()

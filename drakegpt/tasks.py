@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from drakegpt import optim
+from drakegpt import optim, registry
 from drakegpt.callbacks import sweep_group, sweep_info
 from drakegpt.errors import UsageError
 from drakegpt.files import write_json, writable_folder
@@ -136,8 +136,10 @@ def run_job(job: Job) -> List[Dict[str, Any]]:
         generate_task(config, resolved, job.overrides)
         return []
     job.folder.lock()
-    job.folder.check_outputs(fresh=not (config.train.resume or job.sweeping))
     writable_folder(job.run_dir, "hydra.run.dir")
+    if config.train.publish:
+        _check_apart(job.run_dir, Path(config.paths.registry_dir))
+        registry.check_folder(config.paths.registry_dir, config.model.name, config.scale.name)
     if config.train.publish:
         writable_folder(Path(config.paths.registry_dir), "paths.registry_dir")
     if config.train.threads is None:
@@ -157,6 +159,15 @@ def run_job(job: Job) -> List[Dict[str, Any]]:
     stop_file = job.sweep_dir / STOP_FILE if job.sweeping else None
     job.trainer = Trainer(config, replicas, identity, stop_file)
     return job.trainer.run()
+
+
+def _check_apart(run_dir: Path, registry_dir: Path) -> None:
+    """A run's folder never inside the registry (nor the registry inside a run's folder): list and remove would
+    meet a run's files, and a run a registry's."""
+    run, registry = run_dir.resolve(), registry_dir.expanduser().resolve()
+    if run == registry or registry in run.parents or run in registry.parents:
+        raise UsageError(f"hydra.run.dir={run_dir} and paths.registry_dir={registry_dir} overlap; keep runs and "
+                         f"published weights in folders apart")
 
 
 def run_identity(job: Job, resolved: Dict[str, Any]) -> RunIdentity:

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from drakegpt.files import append_line, atomic_write, write_json
-from drakegpt.run_dir import RunDir
+from drakegpt.run_dir import METRIC_COLUMNS, RunDir
 from drakegpt.schema import LoggerConfig
 from drakegpt.wandb_session import RunInfo, WandbRun
-
-METRIC_COLUMNS = ["step", "train_loss", "val_loss", "train_bpc", "val_bpc", "lr", "tokens_per_s", "elapsed_s"]
 
 __all__ = ["METRIC_COLUMNS", "Clock", "RunInfo", "Tracker", "projection"]
 

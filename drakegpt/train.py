@@ -71,7 +71,12 @@ class Trainer:
             replica.windows = {split: Windows(w.starts[i:i + 1], w.first_counted[i:i + 1])
                                for split, w in windows.items()}
         if any(r.checkpoint is not None for r in replicas):
-            self._restore()
+            try:
+                self._restore()
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+                raise UsageError(f"{replicas[0].files.last} is a damaged checkpoint ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:120] if str(e) else ''}); restore it, or choose another "
+                                 f"hydra.run.dir to start over") from None
         self.params = count_parameters(self.model)
         self.signals: Optional[StopSignals] = None
         name = cfg.model.name + (f" ({self.variant})" if self.variant else "")
@@ -100,7 +105,7 @@ class Trainer:
         if self.device.type == "cuda" and lead.checkpoint.cuda_rng is not None:
             torch.cuda.set_rng_state(lead.checkpoint.cuda_rng, self.device)
         for replica in self.replicas:
-            restore_progress(replica)
+            restore_progress(replica, self.replicas[0].windows)
         log.info("resuming %s at step %d", self.replicas[0].files.root, lead.progress.step)
 
     def _wandb_name(self, replica: Replica) -> str:
@@ -256,12 +261,13 @@ class Trainer:
         except (OSError, RuntimeError) as e:  # torch's writer turns a full disk into a RuntimeError
             if not is_write_fault(e):
                 raise
-            kept = f"checkpoints/last.pt from step {replica.progress.saved_step}" if replica.files.last.is_file() else (
-                "nothing")
             where = getattr(e, "filename", None) or replica.files.root
+            if not replica.files.last.is_file():
+                raise UsageError(f"could not write {where}: {os_reason(e)}; no checkpoint was kept. Fix the folder, or "
+                                 f"choose another hydra.run.dir") from None
             raise UsageError(
-                f"could not write {where}: {os_reason(e)}; {kept} is kept. Free the space or fix the folder, then add "
-                f"train.resume=true hydra.run.dir=... to continue"
+                f"could not write {where}: {os_reason(e)}; checkpoints/last.pt from step {replica.progress.saved_step} "
+                f"is kept. Free the space or fix the folder, then add train.resume=true hydra.run.dir=... to continue"
             ) from None
 
     def _save(self, replicas: List[Replica], best: bool) -> None:
@@ -347,8 +353,11 @@ class Trainer:
                "digest": digest(replica.config, self.resolved), "overrides": self.identity.overrides,
                "choices": self.identity.choices}
         replica.summary = summary_record(replica, run, status, extra)
+        if status == "ok":  # a finished run without its summary is a failure, said in one line
+            self._write(replica.tracker.finish, replica.summary, replica)
+            return replica.summary
         try:
             replica.tracker.finish(replica.summary)
-        except OSError as e:  # a full or read-only folder: the summary cannot be written, the line says why
+        except OSError as e:  # a full or read-only folder on the way out: the line says why
             log.error("could not write %s: %s", replica.files.summary, os_reason(e))
         return replica.summary

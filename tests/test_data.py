@@ -432,3 +432,10 @@ def test_a_pipe_or_a_folder_as_the_data_file_is_one_line_not_a_hang(tmp_path, so
         with pytest.raises(UsageError) as excinfo:
             load_text(data_config(source, path=str(path)))
         usage_error(excinfo, kind)
+
+
+def test_csv_cells_are_read_as_written(tmp_path):
+    path = tmp_path / "cells.csv"
+    path.write_text("Artist,Lyric\n007,0042\n007,1e3\n007,NA\n007,\n008,null\n")
+    assert load_text(data_config(source=DataSource.csv, path=str(path), artist="007")) == "0042\n1e3\nNA"
+    assert load_text(data_config(source=DataSource.csv, path=str(path))) == "0042\n1e3\nNA\nnull"

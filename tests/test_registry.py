@@ -175,3 +175,23 @@ def test_list_and_remove_by_a_filter_touch_nothing_else(tmp_path, capsys):
         "notes.txt", "seed2-b.json", "seed2-b.safetensors"]
     assert registry.main(["remove", "--all", *cli]) == 0
     assert (folder / "TransformerLM_default" / "notes.txt").read_text() == "mine"  # never touches other files
+
+
+def test_a_date_that_is_not_one_removes_nothing(tmp_path, capsys):
+    entry(tmp_path, "seed1-a", "2026-01-01T00:00:00")
+    for bad in ("notadate", "12/01/2026", "2026-13-45"):
+        assert registry.main(["remove", "--before", bad, "--dir", str(tmp_path)]) == 2
+        assert f"--before {bad} is not a date" in capsys.readouterr().err
+    assert len(registry.entries(tmp_path)) == 1
+
+
+def test_weights_are_never_published_through_a_link_out_of_the_registry(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "TransformerLM_default").symlink_to(outside)
+    with pytest.raises(UsageError, match="is a symbolic link: weights are published only inside"):
+        registry.check_folder(tmp_path / "registry", "TransformerLM", "default")
+    entry(outside.parent / "copy", "seed1-a", "2026-01-01T00:00:00")
+    (tmp_path / "registry" / "BlocksLM_default").symlink_to(outside.parent / "copy" / "TransformerLM_default")
+    assert registry.entries(tmp_path / "registry") == []  # a linked folder is never listed, nor removed

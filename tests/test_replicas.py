@@ -92,7 +92,8 @@ def fake_group(*states, steps=(100, 100, 100), digest="d"):
     """Replicas as a stopped group leaves them: each with a checkpoint's state, step and data digest."""
     from types import SimpleNamespace
 
-    return [SimpleNamespace(files=SimpleNamespace(root=SimpleNamespace(name=f"seed={i}"), last=f"seed={i}/last.pt"),
+    return [SimpleNamespace(files=SimpleNamespace(root=SimpleNamespace(name=f"seed={i}"), last=f"seed={i}/last.pt",
+                                                  read_summary=dict),
                             checkpoint=SimpleNamespace(data_digest=digest, progress={"state": state, "step": step}))
             for i, (state, step) in enumerate(zip(states, steps))]
 
@@ -123,3 +124,43 @@ def test_finished_summaries_only_when_every_replica_finished_ok(tmp_path):
     assert finished_summaries(replicas) is None
     (tmp_path / "seed=2" / "summary.json").write_text(json.dumps({"status": "ok"}))
     assert [s["status"] for s in finished_summaries(replicas)] == ["ok", "ok"]
+
+
+def test_a_group_with_a_diverged_replica_resumes_and_says_it_diverged(tmp_path):
+    diverging = ["train.iters=200", "train.eval_interval=5", "optimizer=sgd_cyclic", "optimizer.base_lr=0.7",
+                 "optimizer.max_lr=0.7", "logger=none", "train.sample_length=0", "train.threads=1", "seed=1",
+                 "train.replicas=2"]
+    with pytest.raises(UsageError, match="training diverged") as first:
+        train_in_process(tmp_path, *diverging)
+    with pytest.raises(UsageError) as again:
+        train_in_process(tmp_path, *diverging, resume=True)
+    assert "training diverged" in str(again.value) and "different steps" not in str(again.value)
+    assert str(again.value) == str(first.value)
+
+
+def test_a_linked_replica_folder_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "run" / "seed=2").symlink_to(tmp_path / "outside")
+    cfg, resolved = typed_config(*NO_DROPOUT, "seed=1", "train.replicas=2")
+    with pytest.raises(UsageError, match="seed=2 is a symbolic link"):
+        plan_replicas(cfg, resolved, tmp_path / "run", resume=False)
+
+
+@pytest.mark.parametrize("damage", ["eval_windows", "progress", "batches_rng", "schedule_state"])
+def test_a_checkpoint_damaged_inside_is_one_line_on_resume(tmp_path, damage):
+    train_in_process(tmp_path, *NO_DROPOUT, "train.iters=20")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["run_config"]["train"]["iters"] = 30
+    if damage == "eval_windows":
+        del state["eval_windows"]["val"]
+    elif damage == "progress":
+        state["progress"]["step"] = "abc"
+    elif damage == "batches_rng":
+        state["batches_rng"] = state["batches_rng"][:10]
+    else:
+        state["schedule_state"] = {}
+    torch.save(state, last)
+    with pytest.raises(UsageError, match="is a damaged checkpoint"):
+        train_in_process(tmp_path, *NO_DROPOUT, "train.iters=30", resume=True)

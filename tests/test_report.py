@@ -419,3 +419,13 @@ def test_a_sweep_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
         assert report.main([str(tmp_path / "sweep")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: cannot write the report into") and "read-only file system" in line
+
+
+@pytest.mark.parametrize("field, value", [("model", 123), ("scale", None)])
+def test_a_name_that_is_not_text_is_read_as_text_with_a_warning(tmp_path, caplog, field, value):
+    for seed in (1, 2):
+        root = write_job(tmp_path, f"seed={seed}", seed=seed)
+    summary = json.loads((root / "summary.json").read_text())
+    (root / "summary.json").write_text(json.dumps({**summary, field: value}))
+    assert report.main([str(tmp_path)]) == 0
+    assert len(report.collect(tmp_path)[0]) == 2

@@ -39,7 +39,7 @@ def test_a_lock_that_is_a_link_is_refused_and_what_it_points_at_is_kept(tmp_path
 
 def test_a_new_run_never_overwrites_a_users_file_or_writes_through_a_link(tmp_path):
     (tmp_path / "sample.txt").write_text("mine")
-    with pytest.raises(UsageError, match="sample.txt, which a new run would overwrite"):
+    with pytest.raises(UsageError, match="sample.txt, which a run did not write and a run would overwrite"):
         RunDir(tmp_path).check_outputs(fresh=True)
     RunDir(tmp_path).check_outputs(fresh=False)  # a run continuing wrote it itself
     (tmp_path / "sample.txt").unlink()
@@ -55,3 +55,23 @@ def test_a_run_is_there_once_metrics_record_an_evaluation(tmp_path):
     assert not files.holds_run()
     files.metrics.write_text("step,train_loss\n0,4.2\n")
     assert files.holds_run() and files.evaluations_recorded()
+
+
+def test_a_users_metrics_or_summary_is_never_taken_for_a_runs(tmp_path):
+    (tmp_path / "metrics.csv").write_text("my metrics\n")
+    with pytest.raises(UsageError, match="holds metrics.csv, which a run did not write"):
+        RunDir(tmp_path).check_outputs(fresh=False)
+    (tmp_path / "metrics.csv").unlink()
+    (tmp_path / "summary.json").write_text('{"a": 1}')
+    with pytest.raises(UsageError, match="holds summary.json, which a run did not write"):
+        RunDir(tmp_path).check_outputs(fresh=True)
+    (tmp_path / "summary.json").write_text('{"status": "failed"}')  # a run's own, that failed before a checkpoint
+    RunDir(tmp_path).check_outputs(fresh=False)
+
+
+@pytest.mark.parametrize("name, make", [("metrics.csv", "folder"), ("checkpoints", "file"), ("summary.json", "folder")])
+def test_something_of_another_kind_where_a_run_writes_is_refused(tmp_path, name, make):
+    path = tmp_path / name
+    path.mkdir() if make == "folder" else path.write_text("x")
+    with pytest.raises(UsageError, match=f"{name} is not a"):
+        RunDir(tmp_path).check_outputs(fresh=True)
