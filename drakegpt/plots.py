@@ -36,6 +36,7 @@ PANEL_WIDTH = 6.5  # inches of one loss panel
 BARS_WIDTH = 5.5  # inches of an ablation panel's bars, beside the variant labels
 LEGEND_ROW = 0.2  # inches of one legend entry at font size "small"
 LEGEND_COLUMN_ROWS = 20  # entries past which the legend takes a second column
+OUTLIER_DEVIATIONS, OUTLIER_FLOOR = 6, 0.12  # a line this far above the others' median is left above
 # Where a point's label may go, in the order tried: (offset in points, horizontal and vertical alignment).
 LABEL_PLACES = [((6, 0), "left", "center"), ((-6, 0), "right", "center"), ((4, 5), "left", "bottom"),
                 ((4, -5), "left", "top"), ((-4, 5), "right", "bottom"), ((-4, -5), "right", "top")]  # fmt: skip
@@ -75,7 +76,7 @@ def _loss_figure(curves: pd.DataFrame, title: str, splits: List[Tuple[str, Optio
     styles = _styles(curves)
     labels = [style["label"] for style in styles.values()]
     fig, panels = _panels(curves, title, labels)
-    bands = []
+    bands, drawn = [], []
     for ax, here in panels:
         # The baseline comes last, so it is drawn on top where zorder ties (its band with the others' bands).
         for (model, variant), style in sorted(styles.items(), key=lambda item: item[1]["zorder"]):
@@ -88,9 +89,12 @@ def _loss_figure(curves: pd.DataFrame, title: str, splits: List[Tuple[str, Optio
                         "marker": style["marker"] if split_style else None}  # fmt: skip
                 _draw(ax, band, look, style["label"] if column == splits[-1][0] else None)
                 bands.append(band)
+                drawn.append((ax, band, style["label"]))
     axes = [ax for ax, _ in panels]
     if bands:
-        axes[0].set_ylim(*y_limits(bands))  # the panels share the y axis
+        low, high = y_limits(bands)
+        axes[0].set_ylim(low, high)  # the panels share the y axis
+        _say_what_is_off_the_top(drawn, high)
     _legend(fig, axes, labels)
     return fig
 
@@ -147,13 +151,29 @@ def _draw(ax: Axes, band: pd.DataFrame, style: Dict[str, Any], label: Optional[s
 
 def y_limits(bands: List[pd.DataFrame]) -> Tuple[float, float]:
     """The y range of the bands from the first evaluation after step 0: the untrained model's 4.4-5 nats
-    would squash the differences that matter. Runs evaluated at step 0 alone keep their point in range."""
-    frame = pd.concat(bands)
+    would squash the differences that matter. Runs evaluated at step 0 alone keep their point in range. A line
+    that ends far above the rest (six median deviations, and at least 0.12 nats, over their median: a variant
+    that does not train) is left above the range, so that the others stay readable."""
+    finals = pd.Series([band["mean"].iloc[-1] for band in bands])
+    deviation = max((finals - finals.median()).abs().median(), OUTLIER_FLOOR / OUTLIER_DEVIATIONS)
+    kept = [band for band, final in zip(bands, finals)
+            if final <= finals.median() + OUTLIER_DEVIATIONS * deviation] or bands
+    frame = pd.concat(kept)
     trained = frame[frame.index > 0]
     frame = trained if not trained.empty else frame
     low, high = (frame["mean"] - frame["std"]).min(), (frame["mean"] + frame["std"]).max()
     pad = 0.05 * (high - low) or 0.05
     return low - pad, high + pad
+
+
+def _say_what_is_off_the_top(drawn: List[Tuple[Axes, pd.DataFrame, str]], high: float) -> None:
+    """Name, in each panel, the lines that end above the range, with where they end."""
+    for ax in dict.fromkeys(a for a, _, _ in drawn):
+        above = [f"{label} (ends at {band['mean'].iloc[-1]:.2f})" for a, band, label in drawn
+                 if a is ax and band["mean"].iloc[-1] > high]
+        if above:
+            ax.text(0.98, 0.97, "ends above the range: " + ", ".join(dict.fromkeys(above)), transform=ax.transAxes,
+                    ha="right", va="top", fontsize="small", bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
 
 
 def _legend(fig: Figure, axes: List[Axes], labels: List[str]) -> None:

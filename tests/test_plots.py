@@ -126,6 +126,21 @@ def test_y_limits_leave_out_the_untrained_model():
     assert list(line.get_ydata()) == pytest.approx([4.6, 2.53, 2.03])
 
 
+def test_a_variant_that_does_not_train_is_named_above_the_range_not_squashing_the_rest():
+    variants = ["", "norm=none", "heads=one", "residual=false"]
+    table = curves([("TransformerLM", 5, v) for v in variants])
+    table.loc[(table["variant"] == "residual=false") & (table["step"] > 0), "val_loss"] += 1.0
+    ax = plots.curve_figure(table, "val_loss", "val loss").axes[0]
+    low, high = ax.get_ylim()
+    assert 2.06 < high < 2.9  # the three training lines (2.03-2.06) in; residual=false (3.06) out
+    (note,) = [t.get_text() for t in ax.texts]
+    assert note == "ends above the range: residual=false (ends at 3.06)"
+    # Two bad lines among four are not outliers: the range shows them all.
+    table.loc[(table["variant"] == "heads=one") & (table["step"] > 0), "val_loss"] += 1.0
+    ax = plots.curve_figure(table, "val_loss", "val loss").axes[0]
+    assert ax.get_ylim()[1] > 3.06 and not ax.texts
+
+
 def test_ablation_bars_show_differences_intervals_and_verdicts():
     table = ablation([("norm=rmsnorm", -0.05, -0.08, -0.03, "better"), ("position=rotary", 0.01, -0.02, 0.03,
                       "no effect detected"), ("heads=one", 0.02, math.nan, math.nan, "too few seeds"),
