@@ -29,7 +29,7 @@ from drakegpt.models.config import ideas_on
 from drakegpt.identity import GROUPS_NOT_IN_VARIANT
 from drakegpt.overrides import is_under, key_of
 from drakegpt.schema import RUN_INDEPENDENT_KEYS
-from drakegpt.statistics import compare, describe
+from drakegpt.statistics import compare, describe, holm
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ NUMBERS = ["seed", "params", "steps", "final_train_loss", "final_val_loss", "fin
            "best_val_bpc", "best_step", "test_loss", "test_bpc", "tokens_per_s", "wall_s"]
 PLOTTED = ("ok", "interrupted")  # a diverged or failed run's curve would drag its seeds' mean
 ABLATION_COLUMNS = ["model", "scale", "variant", "baseline", "params", "seeds", "best_val_loss_mean",
-                    "best_val_loss_std", "difference", "low", "high", "detectable", "method", "verdict", "tokens_per_s"]
+                    "best_val_loss_std", "difference", "low", "high", "detectable", "method", "verdict", "p_value",
+                    "holds_for_all", "tokens_per_s"]
 UNRANKED = 1000  # a job whose summary records no preset: after the ladder
 
 
@@ -314,9 +315,12 @@ def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
                 "best_val_loss_std": runs.best_val_loss.astype(float).std(),
                 **({"difference": 0.0} if is_base else {"difference": d.mean, "low": d.low, "high": d.high,
                                                          "detectable": d.detectable, "method": d.method,
-                                                         "verdict": d.verdict}),
+                                                         "verdict": d.verdict, "p_value": d.p_value}),
                 "tokens_per_s": runs.tokens_per_s.astype(float).mean(),
             })
+        variants = [row for row in block if not row["baseline"]]
+        for row, holds in zip(variants, holm([row["p_value"] for row in variants])):
+            row["holds_for_all"] = holds and row["verdict"] in ("better", "worse")
         rows += sorted(block, key=lambda r: (not r["baseline"], pd.isna(r["difference"]), r["difference"]))
     return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
 
@@ -330,7 +334,10 @@ def ablation_markdown(ablation: pd.DataFrame) -> str:
         "same seed's baseline: same initial draws, batches and evaluation), with its 95% interval from the t "
         "distribution (n − 1 degrees of freedom; Welch's unpaired interval where no two seeds are shared). Verdict: "
         "better or worse when the interval excludes 0, else no effect detected; detectable: half the interval's "
-        "width, the smallest difference this run could have told from 0.",
+        "width, the smallest difference this run could have told from 0. p: the paired t test's two-sided p-value. "
+        "Holds for all: the verdict still holds when the table's variants of that model and preset are read at once "
+        "(Holm's correction at 5%: read alone, each verdict has a 5% chance of being wrong, a table of seven about "
+        "a 30% chance of holding one wrong verdict).",
     ]
     for (model, scale), rows in ablation.groupby(["model", "scale"], sort=False):
         shown = pd.DataFrame({
@@ -342,6 +349,8 @@ def ablation_markdown(ablation: pd.DataFrame) -> str:
             "Verdict": ["" if r.baseline else r.verdict for r in rows.itertuples()],
             "Detectable": ["" if r.baseline or pd.isna(r.detectable) else f"±{r.detectable:.3f}"
                            for r in rows.itertuples()],
+            "p": ["" if r.baseline else _p_value(r.p_value) for r in rows.itertuples()],
+            "Holds for all": ["yes" if not r.baseline and bool(r.holds_for_all) else "" for r in rows.itertuples()],
             "Tokens/s": ["" if pd.isna(t) else f"{t:,.0f}" for t in rows.tokens_per_s],
         })
         lines += ["", f"## {model}, scale={scale}", "", _markdown_table(shown)]
@@ -352,7 +361,11 @@ def _interval(row) -> str:
     from drakegpt.statistics import Difference
 
     return describe(Difference(row.difference, row.low, row.high, row.detectable, row.method, row.seeds, float("nan"),
-                               row.verdict))
+                               row.verdict, row.p_value))
+
+
+def _p_value(p: float) -> str:
+    return "" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def what_was_swept(curves: pd.DataFrame) -> str:

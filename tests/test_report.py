@@ -211,12 +211,16 @@ def test_ablation_files_pair_each_variant_with_the_baseline_seed_by_seed(tmp_pat
     linear = ablation[ablation.variant == "feed_forward=linear"].iloc[0]
     assert (linear.low, linear.high) == pytest.approx((-0.07 - half, -0.07 + half))
     assert linear.verdict == "no effect detected"
+    # p-values with 2 dof: 1 − t / sqrt(2 + t²); norm=none t = 0.13 / (0.03 / sqrt(3)) = 7.5056, linear t = 4.0415.
+    assert norm.p_value == pytest.approx(0.017292, abs=1e-5) and linear.p_value == pytest.approx(0.056120, abs=1e-5)
+    # Holm over the two: 0.0173 <= 0.05 / 2 holds; 0.0561 > 0.05 does not (nor was it decided alone).
+    assert norm.holds_for_all and not linear.holds_for_all
 
     text = (tmp_path / "ablation.md").read_text()
     assert "paired seed by seed" in text and "t distribution" in text
     rows = {r[0]: r for r in markdown_rows(text)}
-    assert rows["norm=none"][3:6] == ["1.950 ± 0.050", "+0.130 [+0.055, +0.205]", "worse"]
-    assert rows["feed_forward=linear"][4:6] == ["-0.070 [-0.145, +0.005]", "no effect detected"]
+    assert rows["norm=none"][3:9] == ["1.950 ± 0.050", "+0.130 [+0.055, +0.205]", "worse", "±0.075", "0.017", "yes"]
+    assert rows["feed_forward=linear"][4:9] == ["-0.070 [-0.145, +0.005]", "no effect detected", "±0.075", "0.056", ""]
     assert rows["baseline"][4] == "0 (baseline)"
     assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from drakegpt.statistics import Difference, compare, describe
+from drakegpt.statistics import Difference, compare, describe, holm
 
 T_975_2 = 4.302652729749462  # t quantile at 0.975 with 2 dof: (2p − 1)·sqrt(2 / (4p(1 − p))) for p = 0.975
 T_95_2 = 2.919985580353726  # at 0.95 with 2 dof, the same formula for p = 0.95
@@ -30,6 +30,9 @@ def test_a_paired_difference_worked_out_by_hand():
     assert d.mean == pytest.approx(statistics.fmean(differences), abs=1e-9)
     assert d.detectable == pytest.approx(half, abs=1e-9)
     assert (d.low, d.high) == (pytest.approx(d.mean - half, abs=1e-9), pytest.approx(d.mean + half, abs=1e-9))
+    # t = 0.043333 / 0.012019 = 3.605551; with 2 dof P(|T| > t) = 1 − t / sqrt(2 + t²) = 1 − 3.605551 / 3.872983
+    assert d.p_value == pytest.approx(1 - 3.605551 / math.sqrt(2 + 3.605551**2), abs=1e-6)
+    assert d.p_value == pytest.approx(0.069051, abs=1e-6)  # above 0.05, as the interval holds 0
 
 
 def test_the_confidence_sets_the_quantile():
@@ -103,16 +106,18 @@ def test_equal_paired_differences_give_a_zero_width_interval(shift, verdict):
     baseline = {1: 1.0, 2: 1.5, 3: 2.0}  # exact in binary, so every difference is exactly `shift`
     d = compare({seed: loss + shift for seed, loss in baseline.items()}, baseline)
     assert (d.mean, d.low, d.high, d.detectable, d.verdict) == (shift, shift, shift, 0.0, verdict)
+    assert d.p_value == (1.0 if shift == 0 else 0.0)
 
 
 def test_describe():
-    assert describe(Difference(0.056, 0.041, 0.071, 0.015, "paired", 3, 2.0, "worse")) == "+0.056 [+0.041, +0.071]"
-    no_effect = Difference(-0.003, -0.012, 0.006, 0.009, "paired", 3, 2.0, "no effect detected")
+    assert describe(Difference(0.056, 0.041, 0.071, 0.015, "paired", 3, 2.0, "worse", 0.01)) == "+0.056 [+0.041, +0.071]"
+    no_effect = Difference(-0.003, -0.012, 0.006, 0.009, "paired", 3, 2.0, "no effect detected", 0.3)
     assert describe(no_effect) == "-0.003 [-0.012, +0.006]"
     assert describe(no_effect, digits=2) == "-0.00 [-0.01, +0.01]"
     nan = math.nan
-    assert describe(Difference(0.012, nan, nan, nan, "", 2, nan, "too few seeds")) == "+0.012"
-    assert describe(Difference(nan, nan, nan, nan, "", 1, nan, "too few seeds")) == "n/a"
+    assert describe(Difference(0.012, nan, nan, nan, "", 2, nan, "too few seeds", nan)) == "+0.012"
+    assert describe(Difference(nan, nan, nan, nan, "", 1, nan, "too few seeds", nan)) == "n/a"
+    assert math.isnan(compare({1: 2.0}, {1: 1.9}).p_value)
 
 
 def test_two_shared_seeds_are_enough_to_pair_and_two_a_side_for_welch():
@@ -126,3 +131,20 @@ def test_two_shared_seeds_are_enough_to_pair_and_two_a_side_for_welch():
 def test_welch_with_two_constant_sides_has_a_zero_width_interval_and_the_pooled_dof():
     d = compare({1: 2.0, 2: 2.0, 3: 2.0}, {4: 1.0, 5: 1.0})
     assert (d.low, d.high, d.dof, d.verdict) == (1.0, 1.0, 3, "worse")
+
+
+@pytest.mark.parametrize("p_values, holds", [
+    ([0.01, 0.02, 0.04], [True, True, True]),  # 0.01 <= 0.05/3, 0.02 <= 0.05/2, 0.04 <= 0.05
+    ([0.02, 0.03, 0.04], [False, False, False]),  # each decided alone, none for the three: 0.02 > 0.05/3
+    ([0.04, 0.01, math.nan, 0.03], [False, True, False, False]),  # 3 tests: 0.01 holds, 0.03 > 0.05/2 stops
+    ([0.001, 0.2, 0.03], [True, False, False]),  # a step-down: 0.03 > 0.05/2 stops before 0.2 is tried
+    ([], []),
+])
+def test_holm_keeps_what_holds_for_the_family(p_values, holds):
+    assert holm(p_values) == holds
+
+
+def test_holm_at_another_level():
+    assert holm([0.015, 0.04], alpha=0.1) == [True, True]  # 0.015 <= 0.1/2, 0.04 <= 0.1
+    assert holm([0.015, 0.04]) == [True, True]
+    assert holm([0.03, 0.04]) == [False, False]
