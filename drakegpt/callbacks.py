@@ -9,6 +9,7 @@
 """
 
 import logging
+import math
 import shutil
 import signal
 import subprocess
@@ -109,7 +110,8 @@ class SweepProgress(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         params = config.hydra.sweeper.get("params")
         params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
-        overrides = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+        # in the sweeper's order: its params, then the command line's (a later override of a key wins)
+        overrides = [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
         total = OmegaConf.select(config, "hydra.sweeper.n_trials") or count_jobs(overrides)
         write_json({"total": total, "started": time.time(), "done_at_start": jobs_done(sweep_dir),
                     "varying": sweep_keys(overrides)}, sweep_dir / SWEEP_FILE)
@@ -127,17 +129,15 @@ class SweepProgress(Callback):
 
 
 def count_jobs(overrides) -> int:
-    """How many jobs the basic sweeper makes of these overrides (the product of the swept values)."""
+    """How many jobs the basic sweeper makes of these overrides: the product of the swept values, where a later
+    override of a key replaces an earlier one (a command line's `variant=a,b` replaces a preset's list)."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(list(overrides))
-    total = 1
-    for override in parsed:
-        if override.is_sweep_override():
-            total *= len(list(override.sweep_iterator()))
-    return total
+    sizes = {o.get_key_element(): len(list(o.sweep_iterator())) if o.is_sweep_override() else 1 for o in parsed}
+    return math.prod(sizes.values())
 
 
 class SweepReport(Callback):

@@ -71,4 +71,5 @@ def sweep_keys(overrides: Sequence[str]) -> List[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o])
-    return [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+    swept = {o.get_key_element().lstrip("+~"): o.is_sweep_override() for o in parsed}  # a later override wins
+    return [key for key, sweeps in swept.items() if sweeps]

@@ -205,7 +205,7 @@ class Trainer:
         except EvaluationStopped:
             self._stop()
         self.clock.eval_s = time.perf_counter() - started
-        improved = []
+        improved, evaluated = [], []
         for i, replica in enumerate(self.replicas):
             p = replica.progress
             if not replica.active:
@@ -221,7 +221,7 @@ class Trainer:
                           "tokens_per_s": rate, "elapsed_s": p.elapsed_s}
             p.history.append(p.last_row)
             p.evaluated_step = step
-            self._write(replica.tracker.log_eval, p.last_row, replica)
+            evaluated.append(replica)
             if val_loss < p.best_val_loss:
                 p.best_val_loss, p.best_step, p.evals_since_best = val_loss, step, 0
                 improved.append(replica)
@@ -240,6 +240,8 @@ class Trainer:
         self._save([r for r in self.replicas if r.active or r in stopping], best=False)
         if improved:
             self._save(improved, best=True)
+        for replica in evaluated:  # after the checkpoint: a row in metrics.csv means a checkpoint holds that step
+            self._write(replica.tracker.log_eval, replica.progress.last_row, replica)
         for replica in stopping:
             self._complete(replica)
         self.clock.restart()
@@ -254,17 +256,19 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- files
 
-    def _write(self, write, argument, replica: Replica):
+    def _write(self, write, argument, replica: Replica, target: Optional[Path] = None):
         """A filesystem fault becomes one line that says what was kept; the status says failed."""
         try:
             return write(argument)
         except (OSError, RuntimeError) as e:  # torch's writer turns a full disk into a RuntimeError
             if not is_write_fault(e):
                 raise
-            where = getattr(e, "filename", None) or replica.files.root
+            where = getattr(e, "filename", None) or target or replica.files.root
             if not replica.files.last.is_file():
-                raise UsageError(f"could not write {where}: {os_reason(e)}; no checkpoint was kept. Fix the folder, or "
-                                 f"choose another hydra.run.dir") from None
+                raise UsageError(
+                    f"could not write {where}: {os_reason(e)}; no checkpoint was kept. Free the space or fix the "
+                    f"folder, then add train.resume=true hydra.run.dir=... to start it again"
+                ) from None
             raise UsageError(
                 f"could not write {where}: {os_reason(e)}; checkpoints/last.pt from step {replica.progress.saved_step} "
                 f"is kept. Free the space or fix the folder, then add train.resume=true hydra.run.dir=... to continue"
@@ -279,7 +283,7 @@ class Trainer:
         items = [(replica_checkpoint(self.training, r, self.replicas.index(r), len(self.replicas),
                                      self.corpus.vocab.chars, self.data_digest), r.files.best if best else r.files.last)
                  for r in replicas]
-        self._write(checkpoints.save_all, items, replicas[0])
+        self._write(checkpoints.save_all, items, replicas[0], target=items[0][1])
 
     def _complete(self, replica: Replica) -> None:
         """Publish the replica's weights (the best ones if it stopped early), test them when there is a test

@@ -64,7 +64,9 @@ def test_bench_writes_every_row_column_and_section(tmp_path):
         assert ("replica_ratio" in r) == (r["path"] in (fast, two))
         assert r.get("replica_ratio", 1.0) == 1.0 or r["replicas"] == 2
     assert report["rows"][3]["speedup"] == 1.0 and report["peaks"]["torch.float32"] > 0
-    assert report["protocol"] == {"iters": 10000, "evals": 21, "eval_iters": 200}
+    protocol = report["protocol"]
+    assert [protocol[k] for k in ("iters", "evals", "eval_iters")] == [10000, 21, 200]
+    assert protocol["exact_tokens"] > 0 and protocol["exact_tokens"] % 2 == 0  # val once, and a train subset as large
     assert report["sweep"]["models"] == 2 and report["sweep"]["reference_s"] > 0 and report["sweep"]["fast_s"] > 0
     ablation = report["ablation"]
     assert (ablation["variants"], ablation["seeds"], ablation["measured"]) == (8, 3, ["baseline", "no_mlp"])
@@ -91,7 +93,7 @@ def test_bench_writes_every_row_column_and_section(tmp_path):
         assert section in md
     table = [line for line in md.splitlines() if line.startswith("| ") and line.count("|") == header.count("|")]
     assert len(table) == 1 + len(report["rows"])
-    assert "| TransformerLM | default | reference (seed) | fp32 | 1 |" in md and "| 1.00x |" in md
+    assert "| TransformerLM | default | reference (original) | fp32 | 1 |" in md and "| 1.00x |" in md
     assert "| default sweep (2 models): the original's way vs fast |" in md
     assert "| ablation experiment, projected (8 variants × 3 seeds; timed: baseline, no_mlp)" in md
     assert "| CPU, default preset: TransformerLM, 4 replicas >= 2.5x one run |  | not measured |" in md
@@ -115,7 +117,7 @@ def test_targets_put_each_ratio_beside_its_target():
 def test_ways_are_built_as_named(corpus):
     reference = setup(corpus, "TransformerLM", bench.REFERENCE)
     assert any(isinstance(m, NaiveCausalSelfAttention) for m in reference.model.modules())
-    assert not reference.optimizer.defaults["fused"] and not reference.optimizer.defaults["foreach"]
+    assert not reference.training.optimizer.defaults["fused"] and not reference.training.optimizer.defaults["foreach"]
     assert reference.precision.value == "fp32" and not reference.model.config.cpu_kernels
     x, y = reference.batch()  # the original's batches: B slices of the text, as one replica
     assert x.shape == (1, reference.B, reference.T) and torch.equal(x[..., 1:], y[..., :-1])
@@ -123,17 +125,18 @@ def test_ways_are_built_as_named(corpus):
     fast = setup(corpus, "TransformerLM", bench.FAST)
     assert not any(isinstance(m, NaiveCausalSelfAttention) for m in fast.model.modules())
     assert any(isinstance(m, CausalSelfAttention) for m in fast.model.modules())
-    assert fast.optimizer.defaults["fused"] and fast.model.config.cpu_kernels
+    assert fast.training.optimizer.defaults["fused"] and fast.model.config.cpu_kernels
     assert fast.precision == resolve_precision(bench.compose([]).train.precision, CPU, 32)
     assert fast.step_model is fast.model
 
     nanogpt = setup(corpus, "TransformerLM", bench.NANOGPT, "scale=large")
     assert (nanogpt.T, nanogpt.precision.value, nanogpt.model.config.cpu_kernels) == (256, "fp32", False)
-    assert nanogpt.optimizer.defaults["fused"]
+    assert nanogpt.training.optimizer.defaults["fused"]
 
     def switches(s):
-        return (s.model.config.implementation.value, s.model.config.cpu_kernels, bool(s.optimizer.defaults["fused"]),
-                s.way.seed_batches, s.precision.value)
+        fused = bool(s.training.optimizer.defaults["fused"])
+        return (s.model.config.implementation.value, s.model.config.cpu_kernels, fused,
+                s.way.original_batches, s.precision.value)
 
     auto = fast.precision.value
     assert [switches(setup(corpus, "TransformerLM", way)) for way in bench.LADDER] == [

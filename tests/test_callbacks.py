@@ -15,6 +15,9 @@ def test_a_sweep_is_counted_as_hydra_expands_it():
     assert total == 2 * len(group_options("model"))
     assert _with_conf(lambda _: count_jobs(["variant=glob([baseline,no_*])"])) == 1 + sum(
         v.startswith("no_") for v in group_options("variant"))
+    # the command line's list replaces the preset's (the sweeper's params come first), as Hydra's sweeper does
+    assert _with_conf(lambda _: count_jobs(["variant=glob(*)", "seed=1,2,3", "variant=baseline,no_norm"])) == 6
+    assert _with_conf(lambda _: count_jobs(["variant=glob(*)", "variant=baseline"])) == 1
 
 
 def test_jobs_done_count_a_group_of_replicas_once_and_an_interrupted_job_not(tmp_path):

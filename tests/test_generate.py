@@ -39,7 +39,9 @@ def test_sampling_what_you_just_trained_finds_it_whatever_its_training_settings(
     published = read_summary(tmp_path / "run")["published"]
     proc = run("task=generate", "generate.length=50", env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr
-    assert "sampling from TransformerLM scale=default seed=1337, step 40" in proc.stdout and published in proc.stdout
+    (line,) = [line for line in proc.stdout.splitlines() if "sampling from" in line]
+    assert "sampling from TransformerLM scale=default train.iters=40," in line and "seed=1337, step 40," in line
+    assert published in line and "the only match" in line
     (saved,) = (tmp_path / "inference").iterdir()
     assert saved.read_text(encoding="utf-8") == expected_text(Path(published), seed=1337, length=50)
     other = run("task=generate", "model=BlocksLM", env=ONE_THREAD)  # another model: refused, with the listing

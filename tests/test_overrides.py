@@ -29,3 +29,5 @@ def test_every_real_key_and_what_is_not_an_override_pass():
 def test_sweep_keys_are_those_with_several_values():
     assert sweep_keys(["model=glob(*)", "seed=1,2", "train.iters=5", "scale.dropout=range(0,0.3,0.1)"]) == [
         "model", "seed", "scale.dropout"]
+    assert sweep_keys(["variant=glob(*)", "seed=1,2", "variant=baseline", "variant=a,b"]) == ["variant", "seed"]
+    assert sweep_keys(["variant=glob(*)", "seed=1,2", "variant=baseline"]) == ["seed"]

@@ -58,13 +58,13 @@ def test_a_run_is_there_once_metrics_record_an_evaluation(tmp_path):
 
 
 def test_a_users_metrics_or_summary_is_never_taken_for_a_runs(tmp_path):
-    (tmp_path / "metrics.csv").write_text("my metrics\n")
-    with pytest.raises(UsageError, match="holds metrics.csv, which a run did not write"):
-        RunDir(tmp_path).check_outputs(fresh=False)
-    (tmp_path / "metrics.csv").unlink()
+    for name, text in (("metrics.csv", "my metrics\n"), ("summary.json", '{"a": 1}')):
+        (tmp_path / name).write_text(text)
+        for fresh in (True, False):  # a new run, or one told to continue
+            with pytest.raises(UsageError, match=f"holds {name}, which a run did not write"):
+                RunDir(tmp_path).check_outputs(fresh=fresh)
+        (tmp_path / name).unlink()
     (tmp_path / "summary.json").write_text('{"a": 1}')
-    with pytest.raises(UsageError, match="holds summary.json, which a run did not write"):
-        RunDir(tmp_path).check_outputs(fresh=True)
     (tmp_path / "summary.json").write_text('{"status": "failed"}')  # a run's own, that failed before a checkpoint
     RunDir(tmp_path).check_outputs(fresh=False)
 

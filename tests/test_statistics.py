@@ -110,7 +110,8 @@ def test_equal_paired_differences_give_a_zero_width_interval(shift, verdict):
 
 
 def test_describe():
-    assert describe(Difference(0.056, 0.041, 0.071, 0.015, "paired", 3, 2.0, "worse", 0.01)) == "+0.056 [+0.041, +0.071]"
+    worse = Difference(0.056, 0.041, 0.071, 0.015, "paired", 3, 2.0, "worse", 0.01)
+    assert describe(worse) == "+0.056 [+0.041, +0.071]"
     no_effect = Difference(-0.003, -0.012, 0.006, 0.009, "paired", 3, 2.0, "no effect detected", 0.3)
     assert describe(no_effect) == "-0.003 [-0.012, +0.006]"
     assert describe(no_effect, digits=2) == "-0.00 [-0.01, +0.01]"

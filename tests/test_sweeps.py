@@ -520,7 +520,7 @@ def test_replicas_in_a_sweep_leave_ordinary_runs(tmp_path):
                          ids=["basic", "joblib"])
 def test_one_ctrl_c_stops_a_sweep_with_one_line_and_the_finished_jobs_compared(tmp_path, launcher):
     sweep_dir = tmp_path / "stopped"
-    overrides = ["model=TransformerLM", "seed=1,2,3", "train.iters=300", "train.eval_interval=50",
+    overrides = ["model=TransformerLM", "seed=1,2,3", "train.iters=200", "train.eval_interval=50",
                  "train.eval_iters=1", "logger=none", "train.sample_length=0", ONE_THREAD, *launcher,
                  f"hydra.sweep.dir={sweep_dir}"]
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", *overrides]

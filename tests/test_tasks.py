@@ -4,6 +4,8 @@ typos are named with the closest key; sweep presets sweep without -m."""
 
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -119,11 +121,12 @@ def test_a_users_file_in_the_run_folder_is_never_overwritten(tmp_path):
     assert result.returncode == 2 and "sample.txt, which a run did not write and a run would overwrite" in result.stderr
     assert (folder / "sample.txt").read_text() == "my notes"
     (folder / "sample.txt").unlink()
-    for name, text in (("metrics.csv", "my metrics\n"), ("summary.json", '{"a": 1}')):
+    # not even when told to continue: it is no run of ours (test_run_dir checks each file both ways)
+    users = (("metrics.csv", "my metrics\n", []), ("summary.json", '{"a": 1}', ["train.resume=true"]))
+    for name, text, resume in users:
         (folder / name).write_text(text)
-        for resume in ([], ["train.resume=true"]):  # not even when told to continue: it is no run of ours
-            result = run_py(*QUICK, f"hydra.run.dir={folder}", *resume, cwd=tmp_path)
-            assert result.returncode == 2 and f"holds {name}, which a run did not write" in result.stderr
+        result = run_py(*QUICK, f"hydra.run.dir={folder}", *resume, cwd=tmp_path)
+        assert result.returncode == 2 and f"holds {name}, which a run did not write" in result.stderr
         assert (folder / name).read_text() == text
         (folder / name).unlink()
     (folder / "metrics.csv").symlink_to(tmp_path / "elsewhere.csv")
@@ -132,6 +135,7 @@ def test_a_users_file_in_the_run_folder_is_never_overwritten(tmp_path):
     assert not (tmp_path / "elsewhere.csv").exists()
     (folder / "metrics.csv").unlink()
     for name in ("run.log", ".hydra"):  # what Hydra writes before any task code
+        shutil.rmtree(folder / name) if (folder / name).is_dir() else (folder / name).unlink(missing_ok=True)
         (folder / name).symlink_to(tmp_path / f"elsewhere-{name}")
         result = run_py(*QUICK, f"hydra.run.dir={folder}", cwd=tmp_path)
         assert result.returncode == 2 and f"{name} is a symbolic link" in result.stderr, result.stderr
@@ -177,11 +181,18 @@ def test_a_variant_that_changes_nothing_is_refused_before_training(tmp_path):
 
 @pytest.mark.slow
 def test_the_projected_time_is_said_after_the_first_steps(tmp_path):
-    result = run_py("train.iters=3000", "train.eval_interval=1000", "logger=none", "train.sample_length=0",
-                    "train.publish=false", "train.threads=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    (line,) = [line for line in result.stdout.splitlines() if "projected:" in line]
-    assert re.search(r"about \d+ s more for this run \([\d,]+ iterations at [\d.]+ ms, \d evaluations", line)
+    """A long run says what it will cost after its first steps; the test stops it once it has said so."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "train.iters=100000", "train.eval_interval=25000",
+                             "logger=none", "train.sample_length=0", "train.publish=false", "train.threads=1",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = next((line for line in proc.stdout if "projected:" in line), "")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert re.search(r"about (\d+ min|\d+ h \d+ min) more for this run \(9\d,\d{3} iterations at [\d.]+ ms, "
+                     r"4 evaluations at [\d.]+ s\)", line), line
 
 
 @pytest.mark.slow

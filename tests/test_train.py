@@ -335,13 +335,15 @@ def test_resume_with_other_settings_names_what_changed(tmp_path):
 def test_a_folder_holds_one_run_a_single_run_or_one_group_of_replicas(tmp_path):
     from drakegpt.replicas import plan_replicas
 
+    RUN_SUMMARY = '{"status": "interrupted"}'  # what a run that began wrote (a summary without one is a user's)
+
     def plan(*overrides, resume=True):
         cfg, resolved = typed_config(*overrides)
         return plan_replicas(cfg, resolved, tmp_path, resume)
 
     for folder in (tmp_path / "seed=1", tmp_path / "seed=2"):  # a group of two replicas that began
         folder.mkdir()
-        (folder / "summary.json").write_text("{}")
+        (folder / "summary.json").write_text(RUN_SUMMARY)
     assert [r.seed for r in plan("seed=1", "train.replicas=2")] == [1, 2]
     for overrides, asked in ((["seed=1"], "a single run"), (["seed=2", "train.replicas=2"], "seed=2, seed=3"),
                              (["seed=1", "train.replicas=3"], "seed=1, seed=2, seed=3")):
@@ -350,7 +352,7 @@ def test_a_folder_holds_one_run_a_single_run_or_one_group_of_replicas(tmp_path):
                 plan(*overrides, resume=resume)
             assert f"holds replicas seed=1, seed=2, and {' '.join(overrides)}" in str(refused.value)
             assert f"asks for {asked if asked.startswith('a ') else 'replicas ' + asked};" in str(refused.value)
-    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "summary.json").write_text(RUN_SUMMARY)
     with pytest.raises(UsageError, match="holds a single run and replicas seed=1, seed=2"):
         plan("seed=1", "train.replicas=2")
 
@@ -486,4 +488,8 @@ def test_a_file_size_limit_while_saving_is_one_line_and_keeps_what_was_written(t
                           capture_output=True, text=True, preexec_fn=limit, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("error: could not write") and "train.resume=true" in line
+    assert line.startswith(f"error: could not write {run_dir / 'checkpoints' / 'last.pt'}") and "no checkpoint" in line
+    resumed = subprocess.run([sys.executable, str(ROOT / "run.py"), *QUICK, f"hydra.run.dir={run_dir}",
+                              "train.resume=true"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr  # what the line says to do works: nothing half-written blocks it
+    assert [int(r["step"]) for r in metrics(run_dir)] == [0, 10, 20]
