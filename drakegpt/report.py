@@ -350,7 +350,8 @@ def ablation_markdown(ablation: pd.DataFrame) -> str:
             "Detectable": ["" if r.baseline or pd.isna(r.detectable) else f"±{r.detectable:.3f}"
                            for r in rows.itertuples()],
             "p": ["" if r.baseline else _p_value(r.p_value) for r in rows.itertuples()],
-            "Holds for all": ["yes" if not r.baseline and bool(r.holds_for_all) else "" for r in rows.itertuples()],
+            "Holds for all": ["" if r.baseline or r.verdict not in ("better", "worse") else
+                              "yes" if bool(r.holds_for_all) else "no" for r in rows.itertuples()],
             "Tokens/s": ["" if pd.isna(t) else f"{t:,.0f}" for t in rows.tokens_per_s],
         })
         lines += ["", f"## {model}, scale={scale}", "", _markdown_table(shown)]
