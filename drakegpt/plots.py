@@ -223,6 +223,16 @@ def _ablation_panel(ax: Axes, rows: pd.DataFrame, labels: List[str]) -> None:
         shown = variants[interval]
         ax.errorbar(shown.difference, positions[interval], fmt="none", ecolor="black", capsize=3, linewidth=1,
                     xerr=[shown.difference - shown.low, shown.high - shown.difference])  # fmt: skip
+    # Each bar's value beyond its error bar: a long bar (no residuals) otherwise leaves the small ones unreadable.
+    for position, row in zip(positions, variants.itertuples()):
+        ends = [e for e in (row.difference, row.low, row.high) if pd.notna(e)]
+        if not ends:
+            continue
+        right = row.difference >= 0
+        ax.annotate(f"{row.difference:+.3f}", (max(ends) if right else min(ends), position), va="center",
+                    xytext=(4 if right else -4, 0), textcoords="offset points", ha="left" if right else "right",
+                    fontsize="small")
+    ax.margins(x=0.15)
     ax.set_yticks(positions, labels=labels)
     ax.set_ylim(len(variants) - 0.5, -0.5)  # the first variant on top
     ax.axvline(0, color="black", linewidth=0.8)

@@ -160,6 +160,10 @@ def test_ablation_bars_show_differences_intervals_and_verdicts():
     assert extents == pytest.approx([0.03, 0.02, 0.03, 0.02, 0.04, 0.05])  # (difference − low, high − difference)
     assert "1.862" in ax.get_title()
     assert "below 0 is better" in fig.get_supxlabel()
+    # each value written beyond its bar's interval: right of a worse one, left of a better one
+    labels = {t.get_text(): (t.xy, t.get_horizontalalignment()) for t in ax.texts}
+    assert labels == {"-0.050": ((-0.08, 0), "right"), "+0.010": ((0.03, 1), "left"), "+0.020": ((0.02, 2), "left"),
+                      "+0.130": ((0.18, 3), "left")}
 
 
 def test_an_ablation_without_intervals_has_no_error_bars():
