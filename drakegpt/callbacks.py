@@ -58,6 +58,9 @@ class OutputFolder(Callback):
 
     @staticmethod
     def _check(folder: str, key: str) -> None:
+        if not str(folder).strip():  # Hydra would write into the current folder
+            _refuse(f"{key} is empty, which would mean the current folder; name a folder, or leave {key} out for "
+                    f"its default")
         try:
             writable_folder(Path(folder), key)
         except UsageError as e:

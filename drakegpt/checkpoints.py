@@ -253,6 +253,9 @@ def load_model(path: Path, device: torch.device) -> Tuple[nn.Module, CharVocab, 
     path = Path(path).expanduser()
     if path.suffix in (".pt", WEIGHTS_SUFFIX, CONFIG_SUFFIX) or path.exists():
         regular_file(path, "the weights file")  # what was named, before the files it implies
+    if path.suffix not in (".pt", WEIGHTS_SUFFIX, CONFIG_SUFFIX) and path.is_file():
+        raise UsageError(f"{path} is not a DrakeGPT weights file: give a published .safetensors (its .json beside "
+                         f"it), a .pt checkpoint or packed file, or a run folder")
     if path.suffix == ".pt":
         record = load(path, PackedModel, RunCheckpoint)
     else:

@@ -67,7 +67,17 @@ class Corpus:
         return h.hexdigest()
 
 
+# Keys a source does not read: set with it, they are a mistake (most often a forgotten data=csv), not a no-op.
+IGNORED_BY = {DataSource.sample: ("path",), DataSource.text: ("artist",), DataSource.kaggle: ("path",)}
+
+
 def load_text(cfg: DataConfig) -> str:
+    for key in IGNORED_BY.get(cfg.source, ()):
+        if getattr(cfg, key) is not None:
+            instead = ("add data=csv (a lyrics CSV) or data=text (a text file)" if key == "path" else
+                       "use data=csv (a lyrics CSV with an Artist column)")
+            raise UsageError(f"data.{key}={getattr(cfg, key)} is not read by data={cfg.source.value}; {instead}, or "
+                             f"drop data.{key}")
     if cfg.source is DataSource.sample:
         with resources.as_file(resources.files("drakegpt") / "sample_data" / "lyrics.csv") as path:
             return read_lyrics_csv(path, cfg.artist, cfg.column)

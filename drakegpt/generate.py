@@ -62,6 +62,9 @@ def _in_run_folder(path: Path) -> Path:
                          f"folder or a weights file")
     summary = run.read_summary()
     published = summary.get("published")
+    if published is not None and not isinstance(published, str):
+        raise UsageError(f"{run.summary} cannot be read (its 'published' is {published!r}, not a path); restore it "
+                         f"or delete it")
     if published and Path(published).is_file():
         return Path(published)
     chosen = run.best if summary.get("stopped_early") else run.last

@@ -39,6 +39,9 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig) -> LR
     return _call("optimizer.schedule", cfg.schedule, optimizer)
 
 
+FLAGS = ("fused", "foreach", "nesterov", "amsgrad", "maximize", "capturable", "differentiable")
+
+
 def check(cfg: OptimizerConfig) -> None:
     """Build both on stand-in parameters and step them a few times, as training will, so that a bad value, an
     optimizer that needs a closure or a schedule that needs a metric fails in one line before any real work."""
@@ -46,6 +49,13 @@ def check(cfg: OptimizerConfig) -> None:
     if "lr" in algorithm and algorithm["lr"] not in (cfg.base_lr, cfg.max_lr):
         raise UsageError(f"optimizer.algorithm.lr={algorithm['lr']} would be overwritten by the schedule; set "
                          f"optimizer.base_lr and optimizer.max_lr instead")
+    for key, value in algorithm.items():
+        if key in FLAGS and not isinstance(value, bool) and value is not None:
+            raise UsageError(f"optimizer.algorithm.{key}={value} must be true or false")
+        if key.endswith("momentum") and isinstance(value, (int, float)) and not 0 <= value < 1:
+            raise UsageError(f"optimizer.algorithm.{key}={value} must be in [0, 1), e.g. 0.95")
+        if key.endswith("lr_factor") and isinstance(value, (int, float)) and not value > 0:
+            raise UsageError(f"optimizer.algorithm.{key}={value} must be above 0 (it multiplies the schedule's rate)")
     betas = algorithm.get("betas")
     if betas is not None and (not isinstance(betas, (list, tuple)) or len(betas) != 2):
         raise UsageError(f"optimizer.algorithm.betas={list(betas) if isinstance(betas, (list, tuple)) else betas} "

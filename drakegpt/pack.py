@@ -6,7 +6,6 @@ BitNet's {-1, +1}) and its scales; the embeddings, norms and LM head stay as the
 the latent weights it came from (same seed).
 """
 
-import argparse
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -15,7 +14,7 @@ import torch
 
 from drakegpt import checkpoints
 from drakegpt.checkpoints import PackedModel
-from drakegpt.errors import UsageError
+from drakegpt.errors import OneLineParser, UsageError
 from drakegpt.files import os_reason
 from drakegpt.models.bitnet import packed_weights
 
@@ -53,6 +52,8 @@ def _check_target(source: Path, target: Path) -> None:
         raise UsageError(f"--out {target} {what}; choose a new file name (nothing is overwritten)")
     if not target.parent.is_dir():
         raise UsageError(f"--out {target}: the folder {target.parent} does not exist; create it or choose another")
+    if target.suffix != ".pt":
+        raise UsageError(f"--out {target} must end in .pt: task=generate reads a packed file by that suffix")
 
 
 def _size(path: Path) -> int:
@@ -65,13 +66,15 @@ def _size(path: Path) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drakegpt.pack", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m drakegpt.pack", description=__doc__.splitlines()[0])
     parser.add_argument("weights", type=Path,
                         help="published BitNet weights, e.g. registry/BitNetLM_default/seed1337-<digest>.safetensors")
     parser.add_argument("--out", type=Path, help="a new file; default: <weights>.packed.pt beside them")
     args = parser.parse_args(argv)
-    target = args.out or args.weights.with_suffix("").with_suffix(".packed.pt")
     try:
+        if not args.weights.name:
+            raise UsageError(f"{args.weights} is not a weights file; give a published .safetensors file")
+        target = args.out or args.weights.with_suffix("").with_suffix(".packed.pt")
         sizes = pack(args.weights, target)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

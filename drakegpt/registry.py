@@ -12,7 +12,6 @@ the overrides it is given narrow the choice (`seed=2`, `train.iters=300`, `data=
     python -m drakegpt.registry remove (filters | --all)
 """
 
-import argparse
 import datetime
 import logging
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from drakegpt.checkpoints import CONFIG_SUFFIX, WEIGHTS_SUFFIX, Pretrained, publish_files
-from drakegpt.errors import UsageError
+from drakegpt.errors import OneLineParser, UsageError
 from drakegpt.files import read_json
 from drakegpt.models.config import ModelConfig
 
@@ -52,18 +51,31 @@ class Entry:
 def publish(registry_dir, config: ModelConfig, vocab: str, state, record: Dict[str, Any],
             run_config: Dict[str, Any]) -> Path:
     """Write the weights and their config; returns the .safetensors file."""
-    stem = check_folder(registry_dir, record["model"], record["scale"]) / f"seed{record['seed']}-{record['digest']}"
-    for path in (stem.with_suffix(WEIGHTS_SUFFIX), stem.with_suffix(CONFIG_SUFFIX)):
-        _not_a_link(path, registry_dir)
+    stem = check_target(registry_dir, record["model"], record["scale"], record["seed"], record["digest"])
     record = {**record, "published_at": datetime.datetime.now().isoformat(timespec="seconds")}
     return publish_files(stem, Pretrained("LanguageModel", config.to_dict(), vocab, state, record, run_config))
 
 
 def check_folder(registry_dir, model: str, scale: str) -> Path:
-    """The model's folder in the registry, refused (before training, too) where it is a link out of it."""
+    """The model's folder in the registry, refused (before training, too) where it is a link out of it or a file."""
     folder = Path(registry_dir) / f"{model}_{scale}"
     _not_a_link(folder, registry_dir)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder, where the registry keeps {model}_{scale}'s weights; move it, or "
+                         f"choose another paths.registry_dir")
     return folder
+
+
+def check_target(registry_dir, model: str, scale: str, seed: int, digest: str) -> Path:
+    """The stem the run's weights will be published at, refused (before training, too) where a write would
+    follow a link or land on a folder."""
+    stem = check_folder(registry_dir, model, scale) / f"seed{seed}-{digest}"
+    for path in (stem.with_suffix(WEIGHTS_SUFFIX), stem.with_suffix(CONFIG_SUFFIX)):
+        _not_a_link(path, registry_dir)
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder, where the run publishes a file; move it, or choose another "
+                             f"paths.registry_dir")
+    return stem
 
 
 def _not_a_link(path: Path, registry_dir) -> None:
@@ -166,7 +178,7 @@ def remove(entry: Entry) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drakegpt.registry",
+    parser = OneLineParser(prog="python -m drakegpt.registry",
                                      description="List or remove published weights.")
     parser.add_argument("action", choices=["list", "remove"])
     parser.add_argument("--dir", type=Path, default=Path("registry"), help="the registry folder (default: registry)")

@@ -12,7 +12,6 @@ switches, Hydra choices, shape) is recorded there when it runs. Written by a Hyd
 sweeps to compare across them: `python -m drakegpt.report <folder>`.
 """
 
-import argparse
 import logging
 import re
 import sys
@@ -23,7 +22,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from drakegpt import plots
-from drakegpt.errors import UsageError
+from drakegpt.errors import OneLineParser, UsageError
 from drakegpt.files import os_reason, read_json
 from drakegpt.models.config import ideas_on
 from drakegpt.identity import GROUPS_NOT_IN_VARIANT
@@ -428,7 +427,7 @@ def write_report(sweep_dir: Path) -> Report:
 
 
 def main(argv: List[str] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drakegpt.report", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m drakegpt.report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder (multirun/<date>), or a folder of several")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():

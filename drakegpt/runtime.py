@@ -23,7 +23,7 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise UsageError(f"device={name} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
     available = {
-        "cpu": True,
+        "cpu": device.index in (None, 0),  # one CPU device: cpu:7 is a mistake, not a choice
         "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
         "mps": torch.backends.mps.is_available(),
     }.get(device.type, False)
@@ -112,7 +112,8 @@ def check_memory(cfg, model: ModelConfig, device: torch.device) -> None:
         f"scale.batch_size={cfg.scale.batch_size}, scale.context_length={cfg.scale.context_length}, "
         f"scale.embedding_dim={cfg.scale.embedding_dim}, scale.num_layers={cfg.scale.num_layers}, "
         f"train.eval_iters={cfg.train.eval_iters}, train.replicas={cfg.train.replicas}"
-    )
+    ) + (f", model.feed_forward_ratio={cfg.model.feed_forward_ratio}" if model.feed_forward_width > model.embedding_dim
+         else "")
     ensure_fits(on_device, on_host, device, "this run", knobs)
 
 

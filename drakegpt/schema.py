@@ -324,6 +324,9 @@ def _model_problem(m, scale: ScaleConfig, replicas: int) -> Optional[str]:
                             m.feed_forward_multiple, 0), ("rotary_base", m.rotary_base, 1)):
         if not value > low:
             return f"model.{key}={value} must be above {low}"
+    if m.feed_forward is not FeedForward.none and feed_forward_width(m, scale.embedding_dim) < 1:
+        return (f"model.feed_forward_ratio={m.feed_forward_ratio} gives a feed-forward 0 units wide at "
+                f"scale.embedding_dim={scale.embedding_dim}; raise it (the presets use 4)")
     return None
 
 
@@ -362,6 +365,13 @@ def validate(cfg: RunConfig, plain: Optional[Dict[str, Any]] = None) -> None:
             value = OmegaConf.select(OmegaConf.create(plain), bad)
             kind = "an integer beyond 64 bits" if isinstance(value, int) else "not a finite number"
             raise UsageError(f"{bad}={value} is {kind}; set {bad} to a real value")
+    for key in ("paths.registry_dir", "paths.inference_dir", "data.path", "generate.checkpoint"):
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part, None)
+        if isinstance(value, str) and not value.strip():
+            raise UsageError(f"{key} is empty, which would mean the current folder; name a folder or file, or "
+                             f"leave {key} out for its default")
     if not 0 <= cfg.seed <= INT64 - 1 - MAX_REPLICAS - 1:
         raise UsageError(f"seed={cfg.seed} must be between 0 and 2^63 - {MAX_REPLICAS + 2} (seeds are 64-bit, and each "
                          f"replica and evaluation stream takes the next ones); e.g. seed=1337")

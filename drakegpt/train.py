@@ -58,6 +58,10 @@ class Trainer:
         self.model, self.model_config = training.model, training.config
         self.resolved = {"device": self.device.type, "precision": training.precision.value,
                          "compile": str(training.compiled)}
+        if cfg.train.publish:
+            for replica in replicas:
+                registry.check_target(cfg.paths.registry_dir, cfg.model.name, cfg.scale.name, replica.seed,
+                                      digest(replica.config, self.resolved))
         self.data = {split: tokens.to(self.device) for split, tokens in self.corpus.splits.items()}
         self.eval_interval = min(cfg.train.eval_interval, cfg.train.iters)
         if self.eval_interval < cfg.train.eval_interval:

@@ -1,5 +1,6 @@
 """drakegpt/pack.py: packed BitNet files sample what their latent weights sample; the packed file is always new."""
 
+import pytest
 import torch
 
 from drakegpt import checkpoints
@@ -60,6 +61,24 @@ def test_the_packed_file_is_always_a_new_file(trained, tmp_path, capsys):
     assert pack_main([str(packed), "--out", str(tmp_path / "twice.pt")]) == 2  # packed already: refused
     assert "is packed already" in capsys.readouterr().err and not (tmp_path / "twice.pt").exists()
     assert pack_main([str(trained.published), "--out", str(tmp_path / "dense.pt")]) == 2  # no BitLinear to pack
+    capsys.readouterr()
+    for out in ("x.safetensors", "x"):  # a name task=generate would not read as a packed file
+        assert pack_main([str(source), "--out", str(tmp_path / out)]) == 2 and not (tmp_path / out).exists()
+        assert "must end in .pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weights", [".", "/", ""])
+def test_a_weights_argument_without_a_file_name_is_one_line(weights, capsys):
+    assert pack_main([weights]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "is not a weights file" in line
+
+
+def test_a_wrong_argument_is_one_line_not_a_usage_block(capsys):
+    with pytest.raises(SystemExit) as exited:
+        pack_main([])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert exited.value.code == 2 and line.startswith("error: ") and "--help" in line
 
 
 def test_a_place_that_cannot_be_written_is_one_line(trained, capsys):

@@ -177,6 +177,13 @@ def test_list_and_remove_by_a_filter_touch_nothing_else(tmp_path, capsys):
     assert (folder / "TransformerLM_default" / "notes.txt").read_text() == "mine"  # never touches other files
 
 
+def test_a_seed_that_is_not_a_number_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        registry.main(["list", "--seed", "abc", "--dir", str(tmp_path)])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert exited.value.code == 2 and line.startswith("error: argument --seed") and "--help" in line
+
+
 def test_a_date_that_is_not_one_removes_nothing(tmp_path, capsys):
     entry(tmp_path, "seed1-a", "2026-01-01T00:00:00")
     for bad in ("notadate", "12/01/2026", "2026-13-45"):

@@ -64,6 +64,19 @@ BAD_INPUTS = [
     (["optimizer.algorithm.lr=0.5"], "optimizer.algorithm.lr=0.5 would be overwritten by the schedule"),
     (["optimizer.algorithm.betas=[0.9,0.95,0.99]"], "optimizer.algorithm.betas=[0.9, 0.95, 0.99] must be two numbers"),
     (["paths.registry_dir=."], "hydra.run.dir=.* and paths.registry_dir=.* overlap"),
+    (["model.feed_forward_ratio=0.01"], "model.feed_forward_ratio=0.01 gives a feed-forward 0 units wide"),
+    (["model.feed_forward_ratio=1e10"], "GiB of memory .*model.feed_forward_ratio=10000000000"),
+    (["data.path=songs.csv"], "data.path=songs.csv is not read by data=sample; add data=csv"),
+    (["data=text", "data.path=latin1.txt", "data.artist=Nobody"], "data.artist=Nobody is not read by data=text"),
+    (["paths.registry_dir="], "paths.registry_dir is empty, which would mean the current folder"),
+    (["paths.inference_dir=", "task=generate"], "paths.inference_dir is empty"),
+    (["paths.registry_dir=registry_with_a_file"], "TransformerLM_default is not a folder, where the registry keeps"),
+    (["task=generate", "generate.checkpoint=songs.csv"], "songs.csv is not a DrakeGPT weights file"),
+    (["task=generate", "generate.checkpoint=lying_run"], "summary.json cannot be read \\(its 'published' is 5"),
+    (["optimizer=muon", "optimizer.algorithm.muon_momentum=5"], "muon_momentum=5 must be in \\[0, 1\\)"),
+    (["optimizer=muon", "optimizer.algorithm.muon_lr_factor=-1"], "muon_lr_factor=-1 must be above 0"),
+    (["optimizer.algorithm.fused=maybe"], "optimizer.algorithm.fused=maybe must be true or false"),
+    (["device=cpu:7"], "device=cpu:7 is not available"),
 ]
 
 
@@ -83,6 +96,10 @@ def workspace(tmp_path_factory):
     raw[-50:] = bytes(50)  # zeros over the last weights: the checksum no longer holds
     (root / "damaged.safetensors").write_bytes(bytes(raw))
     (root / "damaged.json").write_bytes(published.with_suffix(".json").read_bytes())
+    (root / "registry_with_a_file").mkdir()
+    (root / "registry_with_a_file" / "TransformerLM_default").write_text("a file where a model's folder goes")
+    (root / "lying_run").mkdir()
+    (root / "lying_run" / "summary.json").write_text('{"status": "ok", "published": 5}')
     for seed in (1, 2):  # a group of replicas' folder
         (root / "group" / f"seed={seed}").mkdir(parents=True)
         (root / "group" / f"seed={seed}" / "summary.json").write_text('{"status": "ok"}')
@@ -125,6 +142,17 @@ def test_the_readme_bad_input_table_has_a_row_for_every_kind_tested_here():
     for overrides, _ in BAD_INPUTS:
         keys = [o.split("=")[0].lstrip("+~") for o in overrides if not o.startswith("task=")]
         assert any(key in table for key in keys), overrides
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("multirun", [False, True])
+def test_an_empty_output_folder_is_refused_not_taken_for_the_current_one(tmp_path, multirun):
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    result = run_py(*QUICK, f"{key}=", cwd=tmp_path, multirun=multirun)
+    (line,) = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and line == (f"error: {key} is empty, which would mean the current folder; name a "
+                                               f"folder, or leave {key} out for its default")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
