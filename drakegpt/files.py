@@ -6,7 +6,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from drakegpt.errors import UsageError
 
@@ -112,6 +112,24 @@ def writable_folder(folder: Path, key: str) -> Path:
     except OSError as e:
         raise UsageError(f"{key}={folder} is not writable ({os_reason(e)}); choose a folder you can write to")
     return folder
+
+
+def write_or_explain(write: Callable, argument, target: Path, kept_step: Optional[int]):
+    """`write(argument)`, where a filesystem fault becomes one line that says what was kept and how to go on:
+    checkpoints/last.pt from `kept_step`, or nothing when None."""
+    try:
+        return write(argument)
+    except (OSError, RuntimeError) as e:  # torch's writer turns a full disk into a RuntimeError
+        if not is_write_fault(e):
+            raise
+        where = getattr(e, "filename", None) or target
+        if kept_step is None:
+            raise UsageError(f"could not write {where}: {os_reason(e)}; no checkpoint was kept. Free the space "
+                             f"or fix the folder, then add train.resume=true hydra.run.dir=... to start it again"
+                             ) from None
+        raise UsageError(f"could not write {where}: {os_reason(e)}; checkpoints/last.pt from step {kept_step} is "
+                         f"kept. Free the space or fix the folder, then add train.resume=true hydra.run.dir=... to "
+                         f"continue") from None
 
 
 def is_write_fault(e: Exception) -> bool:

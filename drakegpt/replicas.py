@@ -6,6 +6,7 @@ another run or a different config; `restore` puts every replica back where its c
 mix of running, finished, stopped-early and diverged replicas a stopped group holds.
 """
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from drakegpt.errors import UsageError
 from drakegpt.evaluation import Windows
 from drakegpt.identity import config_diff, fingerprint
 from drakegpt.run_dir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +39,16 @@ class Progress:
     last_row: Dict[str, float] = field(default_factory=dict)  # the latest evaluation, as in metrics.csv
     history: List[Dict[str, float]] = field(default_factory=list)  # every evaluation: metrics.csv is rebuilt from it
     state: str = "training"  # training | stopped_early | diverged | finished
+
+    def record(self, row: Dict[str, float]) -> bool:
+        """An evaluation's row (as in metrics.csv) into the history; whether its val loss is the best so far."""
+        self.last_row, self.evaluated_step = row, row["step"]
+        self.history.append(row)
+        if row["val_loss"] < self.best_val_loss:
+            self.best_val_loss, self.best_step, self.evals_since_best = row["val_loss"], row["step"], 0
+            return True
+        self.evals_since_best += 1
+        return False
 
 
 @dataclass
@@ -155,7 +168,28 @@ def _summary_status(replica: Replica) -> Optional[str]:
         return None
 
 
-def restore_progress(replica: Replica, splits) -> None:
+def restore(training, replicas: List[Replica], data_digest: str) -> None:
+    """Continue from every replica's last.pt: weights, optimizer, schedule, generators, windows, progress."""
+    try:
+        lead = check_resumable(replicas, data_digest)
+        states = [r.checkpoint for r in replicas]
+        training.model.load_replica_states([s.model_state for s in states])
+        training.optimizer.load_state_dict(
+            stack_optimizer_states([s.optimizer_state for s in states], replicas.index(lead)))
+        training.schedule.load_state_dict(lead.checkpoint.schedule_state)
+        torch.set_rng_state(lead.checkpoint.torch_rng)
+        if training.device.type == "cuda" and lead.checkpoint.cuda_rng is not None:
+            torch.cuda.set_rng_state(lead.checkpoint.cuda_rng, training.device)
+        for replica in replicas:
+            _restore_progress(replica, replicas[0].windows)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise UsageError(f"{replicas[0].files.last} is a damaged checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else ''}); restore it, or choose another "
+                         f"hydra.run.dir to start over") from None
+    log.info("resuming %s at step %d", replicas[0].files.root, lead.progress.step)
+
+
+def _restore_progress(replica: Replica, splits) -> None:
     """The replica where its checkpoint left it; ValueError (or KeyError, TypeError) where the checkpoint is damaged."""
     state = replica.checkpoint
     replica.batches.set_state(state.batches_rng)

@@ -7,13 +7,14 @@ are declared once, in drakegpt/models/config.py, and taken from there. Nothing h
 composing a config (and so `--help` and tab completion) stays fast.
 """
 
+import functools
 import hashlib
 import math
 import os
 from dataclasses import dataclass, field, fields, make_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -215,6 +216,11 @@ def group_options(group: str) -> List[str]:
 
 def ladder() -> List[str]:
     """conf/model/'s presets in the order the models grow: each switches on one more idea than the one before."""
+    return list(_ladder())
+
+
+@functools.lru_cache(maxsize=1)  # seven composes: once per process
+def _ladder() -> Tuple[str, ...]:
     from hydra import compose
 
     from drakegpt.models.config import ideas_on
@@ -223,7 +229,7 @@ def ladder() -> List[str]:
         preset = _with_conf(lambda _: compose("config", [f"model={name}"], return_hydra_config=False)).model
         return ideas_on(OmegaConf.to_container(preset, resolve=False, enum_to_str=True))
 
-    return sorted(group_options("model"), key=lambda name: (ideas(name), name))
+    return tuple(sorted(group_options("model"), key=lambda name: (ideas(name), name)))
 
 
 def register_configs() -> None:

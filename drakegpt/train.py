@@ -25,10 +25,10 @@ from drakegpt.checkpoints import RunCheckpoint
 from drakegpt.data import build_corpus, gather, random_starts
 from drakegpt.errors import UsageError
 from drakegpt.evaluation import EvaluationStopped, Windows, bits, evaluate, evaluation_windows
-from drakegpt.files import is_write_fault, os_reason
+from drakegpt.files import os_reason, write_or_explain
 from drakegpt.identity import RunIdentity, digest
 from drakegpt.models.language_model import count_parameters
-from drakegpt.replicas import Replica, check_resumable, replica_checkpoint, restore_progress, stack_optimizer_states
+from drakegpt.replicas import Replica, replica_checkpoint, restore
 from drakegpt.runtime import check_memory, check_sampling_memory, resolve_device, set_threads
 from drakegpt.sampling import sample_text
 from drakegpt.schema import RunConfig, model_config
@@ -75,12 +75,7 @@ class Trainer:
             replica.windows = {split: Windows(w.starts[i:i + 1], w.first_counted[i:i + 1])
                                for split, w in windows.items()}
         if any(r.checkpoint is not None for r in replicas):
-            try:
-                self._restore()
-            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-                raise UsageError(f"{replicas[0].files.last} is a damaged checkpoint ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0][:120] if str(e) else ''}); restore it, or choose another "
-                                 f"hydra.run.dir to start over") from None
+            restore(training, replicas, self.data_digest)
         self.params = count_parameters(self.model)
         self.signals: Optional[StopSignals] = None
         name = cfg.model.name + (f" ({self.variant})" if self.variant else "")
@@ -96,21 +91,6 @@ class Trainer:
         self.step = max(r.progress.step for r in replicas if r.active) if any(r.active for r in replicas) else 0
         self.clock = Clock(replicas[0].progress.elapsed_s)
         self.projected = False
-
-    def _restore(self) -> None:
-        """Continue from every replica's last.pt: weights, optimizer, schedule, generators, windows, progress."""
-        lead = check_resumable(self.replicas, self.data_digest)
-        states = [r.checkpoint for r in self.replicas]
-        self.model.load_replica_states([s.model_state for s in states])
-        index = self.replicas.index(lead)
-        self.training.optimizer.load_state_dict(stack_optimizer_states([s.optimizer_state for s in states], index))
-        self.training.schedule.load_state_dict(lead.checkpoint.schedule_state)
-        torch.set_rng_state(lead.checkpoint.torch_rng)
-        if self.device.type == "cuda" and lead.checkpoint.cuda_rng is not None:
-            torch.cuda.set_rng_state(lead.checkpoint.cuda_rng, self.device)
-        for replica in self.replicas:
-            restore_progress(replica, self.replicas[0].windows)
-        log.info("resuming %s at step %d", self.replicas[0].files.root, lead.progress.step)
 
     def _wandb_name(self, replica: Replica) -> str:
         parts = (self.cfg.model.name, self.cfg.scale.name, ",".join(self.identity.name_parts), f"s{replica.seed}")
@@ -220,17 +200,11 @@ class Trainer:
                     self._diverge(replica, value)
             if not replica.active:
                 continue
-            p.last_row = {"step": step, "train_loss": train_loss, "val_loss": val_loss, "train_bpc": bits(train_loss),
-                          "val_bpc": bits(val_loss), "lr": self.training.schedule.get_last_lr()[0],
-                          "tokens_per_s": rate, "elapsed_s": p.elapsed_s}
-            p.history.append(p.last_row)
-            p.evaluated_step = step
             evaluated.append(replica)
-            if val_loss < p.best_val_loss:
-                p.best_val_loss, p.best_step, p.evals_since_best = val_loss, step, 0
+            if p.record({"step": step, "train_loss": train_loss, "val_loss": val_loss, "train_bpc": bits(train_loss),
+                         "val_bpc": bits(val_loss), "lr": self.training.schedule.get_last_lr()[0],
+                         "tokens_per_s": rate, "elapsed_s": p.elapsed_s}):
                 improved.append(replica)
-            else:
-                p.evals_since_best += 1
         first = next((r for r in self.replicas if r.active), None)
         if first is not None:
             row = first.progress.last_row
@@ -261,22 +235,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------------- files
 
     def _write(self, write, argument, replica: Replica, target: Optional[Path] = None):
-        """A filesystem fault becomes one line that says what was kept; the status says failed."""
-        try:
-            return write(argument)
-        except (OSError, RuntimeError) as e:  # torch's writer turns a full disk into a RuntimeError
-            if not is_write_fault(e):
-                raise
-            where = getattr(e, "filename", None) or target or replica.files.root
-            if not replica.files.last.is_file():
-                raise UsageError(
-                    f"could not write {where}: {os_reason(e)}; no checkpoint was kept. Free the space or fix the "
-                    f"folder, then add train.resume=true hydra.run.dir=... to start it again"
-                ) from None
-            raise UsageError(
-                f"could not write {where}: {os_reason(e)}; checkpoints/last.pt from step {replica.progress.saved_step} "
-                f"is kept. Free the space or fix the folder, then add train.resume=true hydra.run.dir=... to continue"
-            ) from None
+        kept = replica.progress.saved_step if replica.files.last.is_file() else None
+        return write_or_explain(write, argument, target or replica.files.root, kept)
 
     def _save(self, replicas: List[Replica], best: bool) -> None:
         if not replicas:

@@ -1,12 +1,23 @@
 """Shared fixtures: the real Drake CSV when ../shared has it, a temp folder to run `python run.py` from, and
 two tiny models trained once for the files that sample, publish and pack."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers.runs import DRAKE_CSV, run_py, train_in_process
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker, and each run it starts, takes its share of the cores instead of all."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 No training: the report only reads files, so every case here is a small folder built in tmp_path.
 """
 
+import functools
 import json
 import math
 import os
@@ -20,7 +21,14 @@ from helpers.runs import typed_config
 matplotlib.use("Agg")
 
 STEP_0 = (4.6, 4.7)  # the untrained model's train and val loss
-PRESETS = {m: typed_config(f"model={m}")[1]["model"] for m in ladder()}  # as training records them
+
+
+@functools.lru_cache(maxsize=None)
+def preset(model: str) -> dict:
+    """A model preset's switches as training records them ({} for a name conf/model/ does not have)."""
+    return typed_config(f"model={model}")[1]["model"] if model in ladder() else {}
+
+
 PARAMS = {"BigramLM": 841, "SingleHeadAttentionLM": 5517}
 SHAPES = {"default": {"context_length": 8, "embedding_dim": 32}, "large": {"context_length": 256, "embedding_dim": 384}}
 
@@ -52,7 +60,7 @@ def write_job(
     ).to_csv(root / "metrics.csv", index=False)
     summary = {
         "model": model, "scale": scale, "variant": variant, "seed": seed, "params": PARAMS.get(model, 43344),
-        "vocab_size": 29, "preset": PRESETS.get(model, {}), "shape": SHAPES[scale], "eval": "exact",
+        "vocab_size": 29, "preset": preset(model), "shape": SHAPES[scale], "eval": "exact",
         "steps": steps, "final_train_loss": val - 0.1 if final else None, "final_val_loss": val if final else None,
         "best_val_loss": val if final else None, "best_step": steps, "tokens_per_s": 5000.0, "wall_s": 12.0,
         "device": "cpu", "threads": 1, "precision": "fp32", "replicas": replicas, "run_id": "0123abcd",
