@@ -127,9 +127,9 @@ def test_finished_summaries_only_when_every_replica_finished_ok(tmp_path):
 
 
 def test_a_group_with_a_diverged_replica_resumes_and_says_it_diverged(tmp_path):
-    diverging = ["train.iters=200", "train.eval_interval=5", "optimizer=sgd_cyclic", "optimizer.base_lr=0.7",
-                 "optimizer.max_lr=0.7", "logger=none", "train.sample_length=0", "train.threads=1", "seed=1",
-                 "train.replicas=2"]
+    diverging = ["train.iters=60", "train.eval_interval=5", "train.eval=random", "train.eval_iters=2",
+                 "optimizer=sgd_cyclic", "optimizer.base_lr=0.7", "optimizer.max_lr=0.7", "logger=none",
+                 "train.sample_length=0", "train.threads=1", "seed=1", "train.replicas=2"]
     with pytest.raises(UsageError, match="training diverged") as first:
         train_in_process(tmp_path, *diverging)
     with pytest.raises(UsageError) as again:
