@@ -60,6 +60,7 @@ class Replica:
     config: Dict[str, Any]  # the resolved config with this replica's seed
     checkpoint: Optional[RunCheckpoint]  # to resume from
     run_id: str = ""
+    digest: str = ""  # what the registry files its weights under (drakegpt/identity.py)
     batches: Optional[torch.Generator] = None
     windows: Dict[str, Windows] = field(default_factory=dict)  # its evaluation windows, per split
     progress: Progress = field(default_factory=Progress)

@@ -14,8 +14,6 @@ import statistics
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence
 
-from scipy import stats
-
 
 @dataclass(frozen=True)
 class Difference:
@@ -78,6 +76,8 @@ def _welch(variant: List[float], baseline: List[float], confidence: float) -> Di
 
 
 def _interval(mean: float, standard_error: float, dof: float, method: str, n: int, confidence: float) -> Difference:
+    from scipy import stats  # half a second to import: only a report with variants needs it
+
     half = float(stats.t.ppf((1 + confidence) / 2, dof)) * standard_error
     low, high = mean - half, mean + half
     # A standard error of 0 (every paired difference equal) gives [mean, mean]: the sign of the mean decides.

@@ -4,17 +4,20 @@ and first iteration excluded) and the projected time of a run, said once."""
 
 import csv
 import io
+import logging
 import math
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from drakegpt.files import append_line, atomic_write, write_json
+from drakegpt.files import append_line, atomic_write, os_reason, write_json
 from drakegpt.run_dir import METRIC_COLUMNS, RunDir
 from drakegpt.schema import LoggerConfig
 from drakegpt.wandb_session import RunInfo, WandbRun
 
 __all__ = ["METRIC_COLUMNS", "Clock", "RunInfo", "Tracker", "projection"]
+
+log = logging.getLogger(__name__)
 
 
 class Tracker:
@@ -47,10 +50,15 @@ class Tracker:
         if self.wandb is not None:
             self.wandb.log_sample(text)
 
-    def finish(self, summary: Dict[str, Any]) -> None:
-        """Write summary.json and end the W&B run, the second even when the first fails."""
+    def finish(self, summary: Dict[str, Any], best_effort: bool = False) -> None:
+        """Write summary.json and end the W&B run, the second even when the first fails. Best effort (for a run
+        that failed already): a write that fails is logged, not raised."""
         try:
             write_json(summary, self.files.summary)
+        except OSError as e:
+            if not best_effort:
+                raise
+            log.error("could not write %s: %s", self.files.summary, os_reason(e))
         finally:
             if self.wandb is not None:
                 wandb_run, self.wandb = self.wandb, None

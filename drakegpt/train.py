@@ -25,7 +25,7 @@ from drakegpt.checkpoints import RunCheckpoint
 from drakegpt.data import build_corpus, gather, random_starts
 from drakegpt.errors import UsageError
 from drakegpt.evaluation import EvaluationStopped, Windows, bits, evaluate, evaluation_windows
-from drakegpt.files import os_reason, write_or_explain
+from drakegpt.files import write_or_explain
 from drakegpt.identity import RunIdentity, digest
 from drakegpt.models.language_model import count_parameters
 from drakegpt.replicas import Replica, replica_checkpoint, restore
@@ -58,10 +58,11 @@ class Trainer:
         self.model, self.model_config = training.model, training.config
         self.resolved = {"device": self.device.type, "precision": training.precision.value,
                          "compile": str(training.compiled)}
-        if cfg.train.publish:
-            for replica in replicas:
+        for replica in replicas:
+            replica.digest = digest(replica.config, self.resolved)
+            if cfg.train.publish:
                 registry.check_target(cfg.paths.registry_dir, cfg.model.name, cfg.scale.name, replica.seed,
-                                      digest(replica.config, self.resolved))
+                                      replica.digest)
         self.data = {split: tokens.to(self.device) for split, tokens in self.corpus.splits.items()}
         self.eval_interval = min(cfg.train.eval_interval, cfg.train.iters)
         if self.eval_interval < cfg.train.eval_interval:
@@ -96,7 +97,6 @@ class Trainer:
         parts = (self.cfg.model.name, self.cfg.scale.name, ",".join(self.identity.name_parts), f"s{replica.seed}")
         return "-".join(p for p in parts if p)
 
-    # ------------------------------------------------------------------------------------------ loop
 
     def run(self) -> List[Dict[str, Any]]:
         """Train to the end; each replica's summary. Raises Interrupted on a stop, UsageError when a run diverged."""
@@ -232,7 +232,6 @@ class Trainer:
                  f"optimizer.base_lr) and run again; {kept}")
         self._finish(replica, "diverged", error=error)
 
-    # ---------------------------------------------------------------------------------------- files
 
     def _write(self, write, argument, replica: Replica, target: Optional[Path] = None):
         kept = replica.progress.saved_step if replica.files.last.is_file() else None
@@ -264,7 +263,7 @@ class Trainer:
         extra = {"stopped_early": stopped_early, **self._test(state, step)}
         if self.cfg.train.publish:
             record = {"model": self.cfg.model.name, "scale": self.cfg.scale.name, "variant": self.variant,
-                      "seed": replica.seed, "digest": digest(replica.config, self.resolved), "step": step,
+                      "seed": replica.seed, "digest": replica.digest, "step": step,
                       "val_loss": val_loss, "val_bpc": bits(val_loss), "run_dir": str(replica.files.root),
                       "switches": replica.config["model"], "choices": self.identity.choices}
             published = self._write(lambda r: registry.publish(self.cfg.paths.registry_dir, self.model_config,
@@ -318,14 +317,11 @@ class Trainer:
                "vocab_size": len(self.corpus.vocab), "eval": cfg.train.eval.value, "device": str(self.device),
                "threads": torch.get_num_threads(), "precision": self.training.precision.value,
                "compiled": self.training.compiled, "replicas": len(self.replicas),
-               "digest": digest(replica.config, self.resolved), "overrides": self.identity.overrides,
+               "digest": replica.digest, "overrides": self.identity.overrides,
                "choices": self.identity.choices}
         replica.summary = summary_record(replica, run, status, extra)
         if status == "ok":  # a finished run without its summary is a failure, said in one line
             self._write(replica.tracker.finish, replica.summary, replica)
-            return replica.summary
-        try:
-            replica.tracker.finish(replica.summary)
-        except OSError as e:  # a full or read-only folder on the way out: the line says why
-            log.error("could not write %s: %s", replica.files.summary, os_reason(e))
+        else:  # the run failed already: a full or read-only folder on the way out is logged, not raised
+            replica.tracker.finish(replica.summary, best_effort=True)
         return replica.summary
