@@ -8,6 +8,7 @@ mix of running, finished, stopped-early and diverged replicas a stopped group ho
 
 import logging
 import math
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set
@@ -167,6 +168,14 @@ def _summary_status(replica: Replica) -> Optional[str]:
         return replica.files.read_summary().get("status")
     except UsageError:
         return None
+
+
+def start_streams(replicas: List[Replica], windows: Dict[str, Windows]) -> None:
+    """Each replica its run id, batch generator and row of the run's evaluation windows (a resume restores them)."""
+    for i, replica in enumerate(replicas):
+        replica.run_id = secrets.token_hex(4)
+        replica.batches = torch.Generator().manual_seed(replica.seed)
+        replica.windows = {split: Windows(w.starts[i:i + 1], w.first_counted[i:i + 1]) for split, w in windows.items()}
 
 
 def restore(training, replicas: List[Replica], data_digest: str) -> None:

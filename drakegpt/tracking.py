@@ -15,7 +15,7 @@ from drakegpt.run_dir import METRIC_COLUMNS, RunDir
 from drakegpt.schema import LoggerConfig
 from drakegpt.wandb_session import RunInfo, WandbRun
 
-__all__ = ["METRIC_COLUMNS", "Clock", "RunInfo", "Tracker", "projection"]
+__all__ = ["METRIC_COLUMNS", "Clock", "RunInfo", "Tracker", "open_trackers", "projection"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,16 @@ class Tracker:
             if self.wandb is not None:
                 wandb_run, self.wandb = self.wandb, None
                 wandb_run.finish(summary)
+
+
+def open_trackers(replicas, cfg, identity) -> None:
+    """Each replica's tracker; its W&B run is named by what differs between a sweep's jobs, grouped by the sweep."""
+    run_folder = replicas[0].files.root if len(replicas) == 1 else replicas[0].files.root.parent
+    for replica in replicas:
+        parts = (cfg.model.name, cfg.scale.name, ",".join(identity.name_parts), f"s{replica.seed}")
+        run = RunInfo("-".join(p for p in parts if p), identity.group or run_folder.name, replica.run_id,
+                      replica.config, identity.choices, identity.variant_parts)
+        replica.tracker = Tracker(replica.files, cfg.logger, run, replica.progress.history)
 
 
 class Clock:

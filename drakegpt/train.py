@@ -9,7 +9,6 @@ replica keeps its own generators, windows, early stopping and folder.
 
 import logging
 import math
-import secrets
 import signal
 import time
 from pathlib import Path
@@ -28,12 +27,12 @@ from drakegpt.evaluation import EvaluationStopped, Windows, bits, evaluate, eval
 from drakegpt.files import write_or_explain
 from drakegpt.identity import RunIdentity, digest
 from drakegpt.models.language_model import count_parameters
-from drakegpt.replicas import Replica, replica_checkpoint, restore
+from drakegpt.replicas import Replica, replica_checkpoint, restore, start_streams
 from drakegpt.runtime import check_memory, check_sampling_memory, resolve_device, set_threads
 from drakegpt.sampling import sample_text
 from drakegpt.schema import RunConfig, model_config
 from drakegpt.signals import Interrupted, StopSignals
-from drakegpt.tracking import Clock, RunInfo, Tracker, projection, summary_record
+from drakegpt.tracking import Clock, open_trackers, projection, summary_record
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +69,7 @@ class Trainer:
                      cfg.train.eval_interval, self.eval_interval)
         windows = evaluation_windows(self.corpus, cfg.train.eval, [r.seed for r in replicas], cfg.scale.context_length,
                                      cfg.scale.batch_size, cfg.train.eval_iters)
-        for i, replica in enumerate(replicas):
-            replica.run_id = secrets.token_hex(4)
-            replica.batches = torch.Generator().manual_seed(replica.seed)
-            replica.windows = {split: Windows(w.starts[i:i + 1], w.first_counted[i:i + 1])
-                               for split, w in windows.items()}
+        start_streams(replicas, windows)
         if any(r.checkpoint is not None for r in replicas):
             restore(training, replicas, self.data_digest)
         self.params = count_parameters(self.model)
@@ -84,18 +79,10 @@ class Trainer:
                  f"{self.params:,}", len(self.corpus.vocab), self.device, training.precision.value,
                  cfg.train.eval.value,
                  f", {len(replicas)} replicas" if len(replicas) > 1 else "")
-        run_folder = replicas[0].files.root if len(replicas) == 1 else replicas[0].files.root.parent
-        for replica in replicas:
-            run = RunInfo(self._wandb_name(replica), self.identity.group or run_folder.name, replica.run_id,
-                          replica.config, self.identity.choices, self.identity.variant_parts)
-            replica.tracker = Tracker(replica.files, cfg.logger, run, replica.progress.history)
+        open_trackers(replicas, cfg, self.identity)
         self.step = max(r.progress.step for r in replicas if r.active) if any(r.active for r in replicas) else 0
         self.clock = Clock(replicas[0].progress.elapsed_s)
         self.projected = False
-
-    def _wandb_name(self, replica: Replica) -> str:
-        parts = (self.cfg.model.name, self.cfg.scale.name, ",".join(self.identity.name_parts), f"s{replica.seed}")
-        return "-".join(p for p in parts if p)
 
 
     def run(self) -> List[Dict[str, Any]]:
