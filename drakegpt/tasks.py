@@ -69,7 +69,7 @@ def task_wrapper(task: Callable[[Job], List[Dict[str, Any]]]) -> Callable[[DictC
         finally:
             job.folder.unlock()
             if _task(cfg) == Task.generate.value and not job.sweeping:
-                _remove_if_empty(job.run_dir, job.hydra.output_subdir)
+                _leave_no_trace(job.run_dir, job.hydra.output_subdir)
         if not summaries:
             return None
         metric = OmegaConf.select(cfg, "optimized_metric", default=None)
@@ -111,7 +111,7 @@ def _failed(job: Job, e: Exception) -> List[Dict[str, Any]]:
     message = str(e) if bad_input else f"{type(e).__name__}: {e}"
     if not job.sweeping:
         if job.folder.locked or not job.folder.lock_file.exists():  # not a live run's folder
-            _remove_if_empty(job.run_dir, job.hydra.output_subdir)
+            _leave_no_trace(job.run_dir, job.hydra.output_subdir)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     if bad_input:
@@ -243,15 +243,22 @@ def _summaries_or_failure(job: Job, message: str) -> List[Dict]:
     return [summary]
 
 
-def _remove_if_empty(run_dir: Path, output_subdir: Optional[str]) -> None:
-    """A generation or a refused command leaves no run folder behind: remove it if this invocation made it alone."""
+def _leave_no_trace(run_dir: Path, output_subdir: Optional[str]) -> None:
+    """A generation or a refused command leaves nothing behind: the run folder if this invocation made it alone,
+    else its own config record in .hydra/ (named by its start and pid), beside another run's files."""
     own = {"run.log", ".lock", ".hydra"}
     try:
-        if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - own:
+        if not run_dir.is_dir():
             return
         hydra_dir = run_dir / ".hydra"
-        if hydra_dir.is_dir() and output_subdir and [p for p in hydra_dir.iterdir()] != [run_dir / output_subdir]:
-            return  # an earlier invocation's config is there too
+        record = run_dir / output_subdir if output_subdir else None
+        ours = (record is not None and record.parent == hydra_dir and record.name.endswith(f"_{os.getpid()}")
+                and record.is_dir() and not record.is_symlink())
+        earlier = hydra_dir.is_dir() and [p for p in hydra_dir.iterdir()] != [record]
+        if {p.name for p in run_dir.iterdir()} - own or earlier:
+            if ours:
+                shutil.rmtree(record)
+            return
         for handler in logging.getLogger().handlers[:]:
             if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
                 handler.close()

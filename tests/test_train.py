@@ -202,9 +202,11 @@ def test_interrupted_run_resumes_to_exactly_the_straight_losses(tmp_path, straig
     assert 100 <= stopped_at < 400
 
     before = (cut / "summary.json").read_bytes()  # without train.resume the occupied folder is refused, untouched
+    records = sorted((cut / ".hydra").iterdir())
     refused = run_py(*STOPPED, f"hydra.run.dir={cut}", cwd=tmp_path)
     assert refused.returncode != 0 and "train.resume=true" in refused.stderr
     assert (cut / "summary.json").read_bytes() == before
+    assert sorted((cut / ".hydra").iterdir()) == records  # nor does it leave its own config record there
 
     resumed = run_py(*STOPPED, f"hydra.run.dir={cut}", "train.resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
