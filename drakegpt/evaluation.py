@@ -7,8 +7,9 @@
 - `random`: the original DrakeGPT's rule, train.eval_iters random batches per split, drawn once per run
   from the seed (so every evaluation of a run uses the same windows).
 
-Windows go through the model in chunks of runtime.tokens_per_forward, so that a stop or the progress bar
-is never more than a fraction of a second away.
+Windows go through the model in chunks of runtime.tokens_per_forward: on a CPU small enough to stay in
+cache, and everywhere small enough that a stop or the progress bar is never more than a fraction of a
+second away.
 """
 
 import math
@@ -91,7 +92,7 @@ def evaluate(model, data: torch.Tensor, windows: Windows, precision, device,
              should_stop: Callable[[], bool] = lambda: False, label: Optional[str] = None) -> torch.Tensor:
     """Each replica's mean cross-entropy (nats) over its windows' counted targets, (R,)."""
     T = model.config.context_length
-    chunk = max(1, tokens_per_forward(model.config) // T)
+    chunk = max(1, tokens_per_forward(model.config, windows.starts.shape[0], device) // T)
     pieces = list(zip(windows.starts.split(chunk, dim=1), windows.first_counted.split(chunk, dim=1)))
     total = torch.zeros(windows.starts.shape[0], device=device, dtype=torch.float64)
     counted = torch.zeros_like(total)

@@ -1,5 +1,6 @@
 """drakegpt/runtime.py: the device, precision and compile policy, the evaluation chunk, the memory checks."""
 
+import dataclasses
 from unittest import mock
 
 import pytest
@@ -38,11 +39,18 @@ def test_device_names():
             runtime.resolve_device("cuda")
 
 
-def test_an_evaluation_chunk_costs_about_the_same_flops_at_every_preset():
+def test_an_evaluation_chunk_fits_the_device():
     default, large = (model_config(c.model, c.scale, 80) for c in (typed_config()[0], typed_config("scale=large")[0]))
-    assert runtime.tokens_per_forward(default) == runtime.MAX_TOKENS_PER_FORWARD  # a tiny model: the cap
-    tokens = runtime.tokens_per_forward(large)
-    assert large.context_length <= tokens < 4096  # at least one window, and a fraction of a second of a CPU
+    gpu = torch.device("cuda")
+    assert runtime.tokens_per_forward(default, 1, gpu) == runtime.MAX_TOKENS_PER_FORWARD  # a tiny model: the cap
+    assert large.context_length <= runtime.tokens_per_forward(large, 1, gpu) < 4096  # a fraction of a second
+    for config in (default, large):  # on a CPU: the widest activation of every replica within the cache budget
+        for replicas in (1, 3, 5):
+            tokens = runtime.tokens_per_forward(config, replicas, CPU)
+            assert tokens * replicas * config.feed_forward_width <= runtime.CPU_ACTIVATION_FLOATS
+            assert (tokens + 1) * replicas * config.feed_forward_width > runtime.CPU_ACTIVATION_FLOATS
+    wide = dataclasses.replace(large, context_length=4096)
+    assert runtime.tokens_per_forward(wide, 5, CPU) == 4096  # never less than one window
 
 
 def test_the_memory_estimate_follows_the_feed_forward_width():
@@ -51,5 +59,5 @@ def test_the_memory_estimate_follows_the_feed_forward_width():
     cfg_wide, _ = typed_config("scale=large", "model.feed_forward_ratio=8")
     wide = model_config(cfg_wide.model, cfg_wide.scale, 80)
     assert wide.feed_forward_width == 2 * mlp.feed_forward_width
-    assert runtime.memory_estimate(cfg_wide, wide)[0] > runtime.memory_estimate(cfg, mlp)[0]
+    assert runtime.memory_estimate(cfg_wide, wide, CPU)[0] > runtime.memory_estimate(cfg, mlp, CPU)[0]
     assert runtime.parameters_estimate(wide) - runtime.parameters_estimate(mlp) == 6 * 2 * 384 * 4 * 384
