@@ -73,7 +73,7 @@ def resolve_compile(value, device: torch.device) -> bool:
 MAX_TOKENS_PER_FORWARD = 65536
 EVAL_FLOPS_PER_FORWARD = 2e10  # about 0.2-0.5 s of a 2-core CPU: a stop or a progress bar is never far away
 # On a CPU a forward is fastest while its widest activation stays in cache. Measured on a 2-core Xeon (exact
-# evaluation of Drake's val split): laptop, 3 replicas, 1.53 s at 65,536 tokens a replica, 0.84 s at 3,641;
+# evaluation of Drake's val split): laptop, 3 replicas, 1.53 s at 65,536 tokens a replica, 0.84 s at 3,640;
 # default 1.01 s vs 0.59 s; large 4.6 s at 843 tokens vs 3.6 s at 1,365.
 CPU_ACTIVATION_FLOATS = 2**21
 
